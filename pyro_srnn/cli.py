@@ -1,0 +1,258 @@
+"""Command line: ``pyro-srnn {train,evaluate,sample,models,datasets}`` (also ``python -m pyro_srnn``).
+
+``train`` and ``evaluate`` end by printing one JSON object on the last stdout line:
+``{"dataset", "model", "guide", "split", "metric", "value", "unit", "steps", ...}``.
+Unknown data set, model or guide names exit with code 2 and list the valid names.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+EXIT_USAGE = 2
+
+
+def _fail(message: str, code: int = 1) -> int:
+    print(f"pyro-srnn: error: {message}", file=sys.stderr)
+    return code
+
+
+def _unknown(kind: str, name: str, valid: list[str]) -> int:
+    return _fail(f"unknown {kind} {name!r}; valid {kind}s:\n  " + "\n  ".join(valid), EXIT_USAGE)
+
+
+def _emit(summary: dict) -> None:
+    print(json.dumps(summary, sort_keys=False))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pyro-srnn", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command")
+
+    t = sub.add_parser("train", help="train a model (defaults: f-rnn on bach_chorales, CPU)")
+    t.add_argument("--dataset", default="bach_chorales")
+    t.add_argument("--model", default="f-rnn")
+    t.add_argument("--guide", default=None, help="guide name (default: the model's own)")
+    t.add_argument("--size", default="small", help="model size: tiny, small, or study (the study's config)")
+    t.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a model hyper-parameter (JSON value), repeatable")
+    t.add_argument("--steps", type=int, default=1500, help="total number of updates (cosine horizon)")
+    t.add_argument("--batch-size", type=int, default=None, help="default: the study's batch size of the domain")
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--estimator", choices=["trace", "meanfield"], default="trace",
+                   help="Trace_ELBO, or TraceMeanField_ELBO (analytic KL, the study's estimator)")
+    t.add_argument("--anneal", choices=["linear", "none", "sigmoid"], default="linear")
+    t.add_argument("--anneal-start", type=float, default=0.2)
+    t.add_argument("--anneal-increment", type=float, default=None)
+    t.add_argument("--valid-every", type=int, default=250)
+    t.add_argument("--valid-max-batches", type=int, default=None)
+    t.add_argument("--device", default="cpu", help="cpu or cuda")
+    t.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    t.add_argument("--out", default=None, help="run directory (default runs/<dataset>-<model>)")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/latest.pt")
+    t.add_argument("--stop-at", type=int, default=None, help="stop after this update (resume later)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--data-dir", default=None)
+    t.add_argument("--stream", action="store_true", help="the study's concatenated-stream batching")
+    t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--eval-split", default="test", choices=["valid", "test"])
+
+    e = sub.add_parser("evaluate", help="evaluate a checkpoint in the data set's units")
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    e.add_argument("--iwae", type=int, default=None, metavar="K", help="importance-weighted bound with K samples")
+    e.add_argument("--estimator", choices=["trace", "meanfield"], default=None)
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--data-dir", default=None)
+    e.add_argument("--batch-size", type=int, default=64)
+
+    s = sub.add_parser("sample", help="draw sequences from a trained model")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--num", type=int, default=4)
+    s.add_argument("--steps", type=int, default=100, help="length of each sample in steps")
+    s.add_argument("--out", required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="cpu")
+
+    sub.add_parser("models", help="list every registered model and guide")
+    sub.add_parser("datasets", help="list the data sets, where they read from and whether they are present")
+    return parser
+
+
+def _parse_model_args(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"--model-arg expects KEY=VALUE, got {pair!r}")
+        key, value = pair.split("=", 1)
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def cmd_train(args) -> int:
+    from .data import DATASETS, ensure_registered
+    from .models import GUIDES, MODELS, build_guide, model_names, guide_names
+    from .train import TrainConfig, Trainer, TrainingDiverged
+    from .checkpoint import CheckpointError
+    from .evaluate import evaluate_split
+
+    ensure_registered()
+    model_names()  # registers the models
+    if args.dataset not in DATASETS:
+        return _unknown("data set", args.dataset, sorted(DATASETS))
+    if args.model not in MODELS:
+        return _unknown("model", args.model, model_names())
+    if args.guide is not None and args.guide not in GUIDES:
+        return _unknown("guide", args.guide, guide_names())
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            return _fail("--device cuda: no CUDA device is available on this machine")
+    out = args.out or os.path.join("runs", f"{args.dataset}-{args.model}")
+    if args.resume and not Path(out, "latest.pt").exists():
+        return _fail(f"--resume: no checkpoint to resume from at {Path(out, 'latest.pt')}")
+    try:
+        model_args = _parse_model_args(args.model_arg)
+    except ValueError as e:
+        return _fail(str(e), EXIT_USAGE)
+    config = TrainConfig(
+        dataset=args.dataset, model=args.model, guide=args.guide, size=args.size, model_args=model_args,
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr, estimator=args.estimator, anneal=args.anneal,
+        anneal_start=args.anneal_start, anneal_increment=args.anneal_increment, valid_every=args.valid_every,
+        valid_max_batches=args.valid_max_batches, seed=args.seed, device=args.device, out=out,
+        data_dir=args.data_dir, stream=args.stream, stop_at=args.stop_at, progress=not args.no_progress,
+        precision=args.precision,
+    )
+    from .distributed import distributed_context
+
+    try:
+        with distributed_context(config.device) as dist_ctx:
+            trainer = Trainer(config, dist=dist_ctx)
+            if args.resume:
+                trainer.resume()
+            trainer.fit()
+    except (CheckpointError, TrainingDiverged) as e:
+        return _fail(str(e))
+    except (ValueError, FileNotFoundError) as e:
+        return _fail(str(e))
+    if not trainer.is_main:
+        return 0
+    summary = {"dataset": args.dataset, "model": args.model, "guide": trainer.guide.name,
+               "split": None, "metric": None, "value": None, "unit": None, "steps": trainer.step,
+               "out": str(trainer.out)}
+    if trainer.step >= config.steps:  # finished: evaluate the best checkpoint on the test split
+        from .train import load_trained
+
+        model, guide, _ = load_trained(trainer.out / "best.pt", device=config.device)
+        result = evaluate_split(model, guide, trainer.dataset, args.eval_split, estimator=config.estimator,
+                                device=config.device, seed=config.seed)
+        summary.update({k: result[k] for k in ("split", "metric", "value", "unit")})
+        summary["best_valid"] = trainer.best_valid
+        summary["checkpoint"] = str(trainer.out / "best.pt")
+        Path(trainer.out, "result.json").write_text(json.dumps(summary, indent=2))
+    _emit(summary)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .checkpoint import CheckpointError
+    from .data import load_dataset
+    from .evaluate import evaluate_split
+    from .train import load_trained
+
+    try:
+        model, guide, state = load_trained(args.checkpoint, device=args.device)
+    except CheckpointError as e:
+        return _fail(str(e))
+    cfg = state["train_config"]
+    try:
+        dataset = load_dataset(cfg["dataset"], args.data_dir or cfg.get("data_dir"))
+        result = evaluate_split(model, guide, dataset, args.split, estimator=args.estimator or cfg["estimator"],
+                                iwae=args.iwae, device=args.device, batch_size=args.batch_size,
+                                seed=cfg.get("seed", 0))
+    except (ValueError, FileNotFoundError) as e:
+        return _fail(str(e))
+    summary = {"dataset": cfg["dataset"], "model": model.name, "guide": guide.name, "split": args.split,
+               "metric": result["metric"], "value": result["value"], "unit": result["unit"],
+               "steps": int(state["step"]), "checkpoint": str(args.checkpoint)}
+    if args.iwae:
+        summary["iwae_samples"] = args.iwae
+    _emit(summary)
+    return 0
+
+
+def cmd_sample(args) -> int:
+    import torch
+
+    from .checkpoint import CheckpointError
+    from .samples import write_samples
+    from .train import load_trained
+
+    try:
+        model, guide, state = load_trained(args.checkpoint, device=args.device)
+    except CheckpointError as e:
+        return _fail(str(e))
+    torch.manual_seed(args.seed)
+    x = model.generate(args.num, args.steps).cpu().numpy()
+    paths = write_samples(x, model.spec, Path(args.out))
+    for p in paths:
+        print(p)
+    return 0
+
+
+def cmd_models(args) -> int:
+    from .models import GUIDES, MODELS, model_names, guide_names
+
+    for name in model_names():
+        entry = MODELS[name]
+        kind = "latent" if entry.cls.has_latent else "deterministic"
+        print(f"model  {name:<16} {kind:<13} default guide: {entry.cls.default_guide:<10} {entry.description}")
+    for name in guide_names():
+        print(f"guide  {name:<16} {GUIDES[name].description}")
+    return 0
+
+
+def cmd_datasets(args) -> int:
+    from .data import DATASETS, ensure_registered
+    from .data.core import resolve_data_dir
+
+    ensure_registered()
+    for name in sorted(DATASETS):
+        entry = DATASETS[name]
+        location = resolve_data_dir(entry, None)
+        try:
+            present = entry.available(location)
+        except Exception:  # a probe must never crash the listing
+            present = False
+        where = location or entry.source
+        env = f" (env {entry.env_var})" if entry.env_var else ""
+        print(f"{name:<16} {'present' if present else 'missing':<8} {entry.description}")
+        print(f"{'':<16} reads from: {where}{env}")
+        if not present:
+            print(f"{'':<16} how to get: {entry.how_to_get}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        argv = ["train"]
+    args = parser.parse_args(argv)
+    handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample, "models": cmd_models,
+                "datasets": cmd_datasets}
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    return handlers[args.command](args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""Data-set specs, the split container, the on-disk cache and the data-set registry.
+
+Every reader returns a :class:`SequenceDataset`: three lists of ``(steps, L)``
+float32 arrays plus a :class:`DataSpec` that says what the values are (which
+output family models them), how the study chunks them, and the unit of the
+reported metric. Readers convert once and cache the result as ``.npz`` under
+:func:`cache_dir`; the write is atomic (temporary name, then ``os.replace``).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from dataclasses import dataclass, field, asdict
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+__all__ = [
+    "DataSpec", "SequenceDataset", "DatasetEntry", "DATASETS", "register_dataset", "load_dataset",
+    "cache_dir", "atomic_write", "save_splits", "load_splits", "DataError", "METRIC_UNITS",
+]
+
+
+class DataError(ValueError):
+    """Bad or missing input data. The message names the file and the problem."""
+
+
+#: reported metric units (SPEC §4) → how the summed log-likelihood is divided
+METRIC_UNITS = {
+    "time step": "steps",  # per scored step (sum over the L values of a step)
+    "utterance": "sequences",  # per test sequence (TIMIT)
+    "line": "sequences",  # per handwriting line (IAM-OnDB)
+    "audio sample": "values",  # per scored value (VCTK)
+    "8000 samples": "values",  # per 8000 scored values (Blizzard), i.e. 0.5 s at 16 kHz
+    "value": "values",
+}
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a data set's steps are.
+
+    ``family`` picks the output head: ``"bernoulli"`` (binary values, MIDI),
+    ``"gaussian"`` (real values, speech) or ``"handwriting"`` (pen bit, dx, dy).
+    ``chunk_len`` is the study's training/evaluation chunk length in steps (None:
+    whole sequences). ``metric_unit`` is one of :data:`METRIC_UNITS`.
+    """
+
+    name: str
+    step_dim: int
+    family: str
+    domain: str
+    chunk_len: int | None
+    metric_unit: str = "time step"
+    flat_chunk_len: int | None = None  # chunk length of the flat models, in values
+
+    def __post_init__(self):
+        if self.family not in ("bernoulli", "gaussian", "handwriting"):
+            raise ValueError(f"unknown output family {self.family!r}")
+        if self.metric_unit not in METRIC_UNITS:
+            raise ValueError(f"unknown metric unit {self.metric_unit!r}; known: {sorted(METRIC_UNITS)}")
+        if self.family == "handwriting" and self.step_dim != 3:
+            raise ValueError("handwriting steps are (pen, dx, dy): L must be 3")
+
+    def metric_divisor(self, num_steps: int, num_sequences: int) -> float:
+        """Denominator turning a summed log-likelihood into the study's unit."""
+        kind = METRIC_UNITS[self.metric_unit]
+        if kind == "steps":
+            return float(num_steps)
+        if kind == "sequences":
+            return float(num_sequences)
+        values = float(num_steps * self.step_dim)
+        return values / 8000.0 if self.metric_unit == "8000 samples" else values
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class SequenceDataset:
+    """Train/valid/test lists of ``(steps, L)`` float32 arrays and their spec."""
+
+    spec: DataSpec
+    train: list[np.ndarray]
+    valid: list[np.ndarray]
+    test: list[np.ndarray]
+    info: dict = field(default_factory=dict)
+
+    def split(self, name: str) -> list[np.ndarray]:
+        if name not in ("train", "valid", "test"):
+            raise ValueError(f"unknown split {name!r}; use train, valid or test")
+        return getattr(self, name)
+
+    def validate(self) -> "SequenceDataset":
+        """Check shapes and values once, with a message naming the data set."""
+        for split in ("train", "valid", "test"):
+            for i, s in enumerate(self.split(split)):
+                if s.ndim != 2 or s.shape[1] != self.spec.step_dim:
+                    raise DataError(
+                        f"{self.spec.name}: {split} sequence {i} has shape {s.shape}, "
+                        f"expected (steps, {self.spec.step_dim})"
+                    )
+                if not np.isfinite(s).all():
+                    raise DataError(f"{self.spec.name}: {split} sequence {i} contains NaN or inf")
+        return self
+
+    def summary(self) -> dict:
+        return {
+            split: {"sequences": len(self.split(split)), "steps": int(sum(len(s) for s in self.split(split)))}
+            for split in ("train", "valid", "test")
+        }
+
+
+# --------------------------------------------------------------------------- cache
+
+def cache_dir() -> Path:
+    """``$PYRO_SRNN_CACHE``, else ``$XDG_CACHE_HOME/pyro_srnn``, else ``~/.cache/pyro_srnn``."""
+    explicit = os.environ.get("PYRO_SRNN_CACHE")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "pyro_srnn"
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, suffix: str = ""):
+    """Yield a temporary path beside ``path``; on success rename it over ``path``.
+
+    On any error the temporary file is removed, so a reader never sees a
+    half-written file (POSIX ``rename`` is atomic within one directory).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def save_splits(path: str | os.PathLike, splits: dict[str, list[np.ndarray]], **meta) -> None:
+    """Write split lists of sequences to one ``.npz`` (values + offsets per split), atomically."""
+    arrays = {}
+    for name, seqs in splits.items():
+        lengths = np.array([len(s) for s in seqs], dtype=np.int64)
+        width = seqs[0].shape[1] if seqs else 0
+        arrays[f"{name}_values"] = (
+            np.concatenate(seqs, axis=0).astype(np.float32) if seqs else np.zeros((0, width), np.float32)
+        )
+        arrays[f"{name}_lengths"] = lengths
+    for key, value in meta.items():
+        arrays[f"meta_{key}"] = np.asarray(value)
+    with atomic_write(path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+
+def load_splits(path: str | os.PathLike) -> tuple[dict[str, list[np.ndarray]], dict]:
+    """Inverse of :func:`save_splits` (no pickles are loaded)."""
+    with np.load(path, allow_pickle=False) as z:
+        splits, meta = {}, {}
+        for key in z.files:
+            if key.endswith("_values"):
+                name = key[: -len("_values")]
+                values, lengths = z[key], z[f"{name}_lengths"]
+                bounds = np.cumsum(np.concatenate([[0], lengths]))
+                splits[name] = [values[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+            elif key.startswith("meta_"):
+                meta[key[5:]] = z[key]
+    return splits, meta
+
+
+# --------------------------------------------------------------------------- registry
+
+@dataclass
+class DatasetEntry:
+    """A registered data set: its loader and what ``pyro-srnn datasets`` says about it."""
+
+    name: str
+    loader: Callable[..., SequenceDataset]
+    description: str
+    source: str  # where it reads from
+    how_to_get: str
+    available: Callable[[str | None], bool] = lambda data_dir: True
+    env_var: str | None = None  # environment variable naming the data directory
+
+
+DATASETS: dict[str, DatasetEntry] = {}
+
+
+def register_dataset(entry: DatasetEntry) -> DatasetEntry:
+    if entry.name in DATASETS:
+        raise ValueError(f"data set {entry.name!r} registered twice")
+    DATASETS[entry.name] = entry
+    return entry
+
+
+def resolve_data_dir(entry: DatasetEntry, data_dir: str | None) -> str | None:
+    if data_dir:
+        return data_dir
+    return os.environ.get(entry.env_var) if entry.env_var else None
+
+
+def load_dataset(name: str, data_dir: str | None = None, **kwargs) -> SequenceDataset:
+    """Load a registered data set by name (``data_dir`` or its environment variable)."""
+    from . import ensure_registered
+
+    ensure_registered()
+    if name not in DATASETS:
+        raise KeyError(name)
+    entry = DATASETS[name]
+    ds = entry.loader(resolve_data_dir(entry, data_dir), **kwargs)
+    return ds.validate()

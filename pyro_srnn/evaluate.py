@@ -1,0 +1,67 @@
+"""Evaluation in the study's units (SPEC §4).
+
+Deterministic models: the exact negative log-likelihood (``metric = "nll"``).
+Latent models: the negative ELBO (``"neg_elbo"``, an upper bound on the NLL), or
+with ``iwae=K`` the negative importance-weighted bound (``"neg_iwae_K"``, tighter).
+Values are in nats per the data set's unit (per time step, per utterance, per audio
+sample, per 8000 samples or per line), summed over chunks in the study's chunking.
+Evaluation runs in eval mode (no dropout), with the KL at full weight, under a fixed
+seed that does not disturb the training RNG.
+"""
+from __future__ import annotations
+
+import torch
+
+from .data import chunk_sequences, iterate_batches
+from .data.core import DataSpec, SequenceDataset
+from .infer import iwae_log_likelihood, make_elbo
+
+__all__ = ["evaluate_chunks", "evaluate_split", "metric_name"]
+
+
+def metric_name(has_latent: bool, iwae: int | None = None) -> str:
+    if not has_latent:
+        return "nll"
+    return f"neg_iwae_{iwae}" if iwae else "neg_elbo"
+
+
+def evaluate_chunks(model, guide, chunks, spec: DataSpec, *, estimator: str = "trace", iwae: int | None = None,
+                    batch_size: int = 64, device="cpu", max_batches: int | None = None, seed: int = 0) -> dict:
+    if not chunks:
+        raise ValueError(f"{spec.name}: nothing to evaluate (empty split, or only length-1 sequences)")
+    was_training = model.training, guide.training
+    model.eval()
+    guide.eval()
+    elbo = make_elbo(estimator)
+    total, steps, sequences = 0.0, 0, set()
+    devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.no_grad():
+        torch.manual_seed(seed)
+        for i, batch in enumerate(iterate_batches(chunks, batch_size)):
+            if max_batches is not None and i >= max_batches:
+                break
+            batch = batch.to(device)
+            if iwae and model.has_latent:
+                total += float(iwae_log_likelihood(model, guide, batch, iwae).sum())
+            else:
+                total += -float(elbo.loss(model, guide, batch))
+            steps += batch.num_scored_steps
+            sequences.update(batch.seq_ids.tolist())
+    model.train(was_training[0])
+    guide.train(was_training[1])
+    divisor = spec.metric_divisor(steps, len(sequences))
+    return {
+        "metric": metric_name(model.has_latent, iwae if model.has_latent else None),
+        "value": -total / divisor,
+        "unit": f"nats per {spec.metric_unit}",
+        "total_log_likelihood": total,
+        "scored_steps": steps,
+        "sequences": len(sequences),
+    }
+
+
+def evaluate_split(model, guide, dataset: SequenceDataset, split: str = "test", **kwargs) -> dict:
+    chunks = chunk_sequences(dataset.split(split), dataset.spec.chunk_len, step_dim=dataset.spec.step_dim)
+    result = evaluate_chunks(model, guide, chunks, dataset.spec, **kwargs)
+    result["split"] = split
+    return result

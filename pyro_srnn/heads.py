@@ -1,0 +1,138 @@
+"""Output heads: one module per distribution family, shared by every model and domain.
+
+A head maps features to a distribution over one step ``x_t`` of ``L`` values,
+``batch_shape == features.shape[:-1]`` and ``event_shape == (L,)``. Each value
+``i`` has ``params_per_value`` raw parameters, so a head is used two ways:
+
+* **fully factorised**: ``head(h)`` projects ``h (..., H)`` to ``(..., L, P)`` with
+  one linear layer and returns the product of the per-value densities;
+* **autoregressive within the step**: a low-level model (RNN-hier, SRNN-hier)
+  computes the raw parameters of value ``i`` from ``x_{t,<i}`` itself and calls
+  ``head.distribution(params)`` with ``params (..., L, P)``; the head only turns
+  parameters into a density.
+
+Families (SPEC §3):
+
+* :class:`BernoulliHead` — binary values (MIDI keys), logits;
+* :class:`GaussianMixtureHead` — independent 1-D Gaussian mixture per value with
+  ``k`` components (``k = 1``: diagonal Gaussian). Mixture weights by log-softmax,
+  ``MixtureSameFamily`` as the density. The log-std is floored at ``log_std_min``
+  (default −7, i.e. σ ≥ 9e-4; the ref code has no floor), documented here because
+  a floor changes the model slightly and avoids infinite densities on silence;
+* :class:`HandwritingHead` — ``(pen, dx, dy)``: Bernoulli pen bit and one 1-D
+  ``k``-component mixture each for dx and dy. Each value has ``P = 3k`` slots;
+  the pen bit reads only the first (the other ``3k − 1`` are ignored), so the
+  head is usable by the same low-level models as the others.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import pyro.distributions as dist
+from pyro.distributions.torch_distribution import TorchDistribution
+from torch.distributions import constraints
+
+__all__ = ["OutputHead", "BernoulliHead", "GaussianMixtureHead", "HandwritingHead", "make_head",
+           "StepMixture"]
+
+
+class OutputHead(nn.Module):
+    """Base class: ``L`` values per step, ``params_per_value`` raw parameters each."""
+
+    params_per_value: int = 1
+
+    def __init__(self, in_dim: int | None, step_dim: int):
+        super().__init__()
+        self.step_dim = step_dim
+        self.in_dim = in_dim
+        # in_dim None: used only through ``distribution`` (low-level models project themselves)
+        self.proj = nn.Linear(in_dim, step_dim * self.params_per_value) if in_dim else None
+
+    def raw(self, h: torch.Tensor) -> torch.Tensor:
+        """Features ``(..., H)`` → raw parameters ``(..., L, P)``."""
+        return self.proj(h).unflatten(-1, (self.step_dim, self.params_per_value))
+
+    def forward(self, h: torch.Tensor) -> dist.TorchDistribution:
+        return self.distribution(self.raw(h))
+
+    def distribution(self, params: torch.Tensor) -> dist.TorchDistribution:  # pragma: no cover
+        raise NotImplementedError
+
+
+class BernoulliHead(OutputHead):
+    params_per_value = 1
+
+    def distribution(self, params):
+        return dist.Bernoulli(logits=params[..., 0], validate_args=False).to_event(1)
+
+
+def _mixture(params: torch.Tensor, log_std_min: float) -> dist.TorchDistribution:
+    """``params (..., 3k)`` → 1-D Gaussian mixture per position (``batch_shape = params.shape[:-1]``)."""
+    logits, loc, log_std = params.chunk(3, dim=-1)
+    scale = log_std.clamp(min=log_std_min).exp()
+    if logits.shape[-1] == 1:
+        return dist.Normal(loc[..., 0], scale[..., 0], validate_args=False)
+    return dist.MixtureSameFamily(
+        dist.Categorical(logits=logits, validate_args=False),
+        dist.Normal(loc, scale, validate_args=False),
+        validate_args=False,
+    )
+
+
+class GaussianMixtureHead(OutputHead):
+    def __init__(self, in_dim, step_dim, num_components: int = 1, log_std_min: float = -7.0):
+        self.params_per_value = 3 * num_components
+        self.num_components = num_components
+        self.log_std_min = log_std_min
+        super().__init__(in_dim, step_dim)
+
+    def distribution(self, params):
+        return _mixture(params, self.log_std_min).to_event(1)
+
+
+class StepMixture(TorchDistribution):
+    """``(pen, dx, dy)`` step density: Bernoulli pen bit × mixture(dx) × mixture(dy)."""
+
+    arg_constraints = {}
+    support = constraints.independent(constraints.real, 1)
+
+    def __init__(self, pen: dist.TorchDistribution, offsets: dist.TorchDistribution):
+        self.pen, self.offsets = pen, offsets  # pen batch (...), offsets batch (..., 2)
+        super().__init__(batch_shape=pen.batch_shape, event_shape=torch.Size([3]), validate_args=False)
+
+    def log_prob(self, value):
+        return self.pen.log_prob(value[..., 0]) + self.offsets.log_prob(value[..., 1:]).sum(-1)
+
+    def sample(self, sample_shape=torch.Size()):
+        pen = self.pen.sample(sample_shape)
+        return torch.cat([pen.unsqueeze(-1), self.offsets.sample(sample_shape)], dim=-1)
+
+    def expand(self, batch_shape, _instance=None):
+        batch_shape = torch.Size(batch_shape)
+        return StepMixture(self.pen.expand(batch_shape), self.offsets.expand(batch_shape + (2,)))
+
+
+class HandwritingHead(OutputHead):
+    def __init__(self, in_dim, step_dim: int = 3, num_components: int = 5, log_std_min: float = -7.0):
+        if step_dim != 3:
+            raise ValueError("handwriting steps are (pen, dx, dy): L must be 3")
+        self.params_per_value = 3 * num_components
+        self.num_components = num_components
+        self.log_std_min = log_std_min
+        super().__init__(in_dim, step_dim)
+
+    def distribution(self, params):
+        pen = dist.Bernoulli(logits=params[..., 0, 0], validate_args=False)
+        return StepMixture(pen, _mixture(params[..., 1:, :], self.log_std_min))
+
+
+def make_head(family: str, in_dim: int | None, step_dim: int, num_components: int | None = None) -> OutputHead:
+    """The head for a data family (``DataSpec.family``)."""
+    if family == "bernoulli":
+        return BernoulliHead(in_dim, step_dim)
+    if family == "gaussian":
+        return GaussianMixtureHead(in_dim, step_dim, num_components or 1)
+    if family == "handwriting":
+        return HandwritingHead(in_dim, step_dim, num_components or 5)
+    raise ValueError(f"unknown output family {family!r}")

@@ -1,0 +1,221 @@
+"""Base classes and registries of models and guides.
+
+The contract every model of the zoo follows:
+
+* A model is a :class:`SequenceModel` (a ``PyroModule``) built from a
+  :class:`~pyro_srnn.data.DataSpec` and keyword hyper-parameters. Its ``forward(batch,
+  kl_scale=1.0)`` is the Pyro *model*: inside ``pyro.plate("sequences", B)`` it samples
+  the latent path as **one** site ``"z"`` (``batch (B,)``, event ``(T, d_z)``), if it has
+  one, under ``poutine.scale(scale=kl_scale)``, and observes the whole chunk as one
+  site ``"x"`` (event ``(T, L)``, padded steps masked).
+* A guide is a :class:`SequenceGuide` (a ``PyroModule``) built from the model it
+  serves; its ``forward(batch, kl_scale=1.0)`` samples ``"z"`` under the same scale.
+  Deterministic models use :class:`EmptyGuide`, so ``-Trace_ELBO`` is their exact
+  negative log-likelihood.
+* Deterministic features that both model and guide need (e.g. the forward RNN over
+  the inputs) are computed once per batch through :meth:`SequenceModel.shared`.
+
+Register a model with :func:`register_model` and a guide with :func:`register_guide`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from pyro.nn import PyroModule
+
+from ..data.core import DataSpec
+
+__all__ = [
+    "SequenceModel", "SequenceGuide", "EmptyGuide", "MODELS", "GUIDES", "register_model",
+    "register_guide", "build_model", "build_guide", "GuideMismatch", "model_names", "guide_names",
+]
+
+
+class GuideMismatch(ValueError):
+    """A guide that does not fit a model (latent size or structure)."""
+
+
+class SequenceModel(PyroModule):
+    """Base class of every model of the zoo. Subclasses set ``name`` and implement ``forward``."""
+
+    name: str = ""
+    has_latent: bool = False
+    default_guide: str = "none"
+    #: preset hyper-parameters per size name: ``tiny`` (tests), ``small`` (CPU runs), and
+    #: the study's per-domain configurations ``speech``, ``midi``, ``handwriting``
+    PRESETS: dict[str, dict] = {}
+
+    def __init__(self, spec: DataSpec, **hparams):
+        super().__init__()
+        self.spec = spec
+        self.hparams = dict(hparams)
+
+    # ---------------------------------------------------------------- shapes
+    @property
+    def step_dim(self) -> int:
+        return self.spec.step_dim
+
+    @property
+    def latent_dim(self) -> int | None:
+        return None
+
+    def check_batch(self, batch) -> None:
+        if batch.step_dim != self.spec.step_dim:
+            raise ValueError(
+                f"data step size L={batch.step_dim} does not match the model's L={self.spec.step_dim} "
+                f"(model {self.name!r} was built for {self.spec.name!r})"
+            )
+
+    def shared(self, batch, key: str, fn: Callable[[], object]):
+        """Compute ``fn()`` once per batch and share it between model and guide."""
+        cache_key = (id(self), key)
+        if cache_key not in batch.cache:
+            batch.cache[cache_key] = fn()
+        return batch.cache[cache_key]
+
+    # ---------------------------------------------------------------- config
+    def config(self) -> dict:
+        """Everything needed to rebuild this model (stored in checkpoints)."""
+        return {"name": self.name, "spec": self.spec.to_dict(), "hparams": self.hparams}
+
+    @classmethod
+    def preset(cls, size: str, spec: DataSpec) -> dict:
+        """Hyper-parameters of a named size; ``study`` picks the study's config of the data's domain."""
+        if size == "study":
+            size = spec.domain
+        if size not in cls.PRESETS:
+            raise ValueError(f"model {cls.name!r} has no size {size!r}; sizes: {sorted(cls.PRESETS)} or 'study'")
+        return dict(cls.PRESETS[size])
+
+    # ---------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def generate(self, num_sequences: int, num_steps: int, first_step: torch.Tensor | None = None) -> torch.Tensor:
+        """Ancestral samples ``(num_sequences, num_steps, L)`` (the first step is ``first_step`` or zeros)."""
+        raise NotImplementedError(f"model {self.name!r} does not implement generate()")
+
+    def _first_step(self, num_sequences, first_step):
+        device = next(self.parameters()).device
+        if first_step is None:
+            return torch.zeros(num_sequences, self.step_dim, device=device)
+        return first_step.to(device).expand(num_sequences, self.step_dim)
+
+
+class SequenceGuide(PyroModule):
+    """Base class of guides. ``fits(model)`` says why a model is not served (or None)."""
+
+    name: str = ""
+
+    def __init__(self, model: SequenceModel, **hparams):
+        super().__init__()
+        problem = self.fits(model)
+        if problem:
+            raise GuideMismatch(f"guide {self.name!r} does not fit model {model.name!r}: {problem}")
+        self.hparams = dict(hparams)
+        # not a submodule: the guide must not own (or save) the model's parameters
+        object.__setattr__(self, "_model_ref", model)
+
+    @property
+    def model(self) -> SequenceModel:
+        return self._model_ref
+
+    @classmethod
+    def fits(cls, model: SequenceModel) -> str | None:
+        if not model.has_latent:
+            return "the model has no latent variables"
+        return None
+
+    def config(self) -> dict:
+        return {"name": self.name, "hparams": self.hparams}
+
+
+class EmptyGuide(SequenceGuide):
+    """The guide of a deterministic model: no latent sites, so the ELBO is the log-likelihood."""
+
+    name = "none"
+
+    @classmethod
+    def fits(cls, model):
+        if model.has_latent:
+            return "the model has latent variables; choose a guide that samples them"
+        return None
+
+    def forward(self, batch, kl_scale: float = 1.0):
+        return None
+
+
+# -------------------------------------------------------------------- registries
+
+@dataclass
+class Entry:
+    name: str
+    cls: type
+    description: str
+
+
+MODELS: dict[str, Entry] = {}
+GUIDES: dict[str, Entry] = {}
+
+
+def register_model(name: str, description: str):
+    def deco(cls):
+        if name in MODELS:
+            raise ValueError(f"model {name!r} registered twice")
+        cls.name = name
+        MODELS[name] = Entry(name, cls, description)
+        return cls
+    return deco
+
+
+def register_guide(name: str, description: str):
+    def deco(cls):
+        if name in GUIDES:
+            raise ValueError(f"guide {name!r} registered twice")
+        cls.name = name
+        GUIDES[name] = Entry(name, cls, description)
+        return cls
+    return deco
+
+
+register_guide("none", "no latent variables (deterministic models): the ELBO is the exact log-likelihood")(EmptyGuide)
+
+
+def _ensure_models():
+    from . import registry  # noqa: F401  (imports every model module)
+
+
+def model_names() -> list[str]:
+    _ensure_models()
+    return sorted(MODELS)
+
+
+def guide_names() -> list[str]:
+    _ensure_models()
+    return sorted(GUIDES)
+
+
+def build_model(name: str, spec: DataSpec, size: str = "small", **overrides) -> SequenceModel:
+    """Build a registered model at a preset size, with keyword overrides."""
+    _ensure_models()
+    if name not in MODELS:
+        raise KeyError(name)
+    cls = MODELS[name].cls
+    hparams = cls.preset(size, spec)
+    hparams.update(overrides)
+    return cls(spec, **hparams)
+
+
+def build_guide(name: str | None, model: SequenceModel, **hparams) -> SequenceGuide:
+    """Build a registered guide for ``model`` (``None``: the model's default guide)."""
+    _ensure_models()
+    name = name or model.default_guide
+    if name not in GUIDES:
+        raise KeyError(name)
+    return GUIDES[name].cls(model, **hparams)
+
+
+def model_from_config(config: dict) -> SequenceModel:
+    _ensure_models()
+    spec = DataSpec(**config["spec"])
+    return MODELS[config["name"]].cls(spec, **config["hparams"])

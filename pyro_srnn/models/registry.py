@@ -1,0 +1,2 @@
+"""Imports every model and guide module so that they register themselves."""
+from . import frnn  # noqa: F401

@@ -1,0 +1,341 @@
+"""The one training loop of the zoo: SVI with an ELBO module and a torch optimiser.
+
+Protocol of the study (SPEC §5): Adam, learning rate cosine-decayed from 1e-3 to
+1e-6 over the run, global gradient-norm clipping at 0.5 on the loss normalised per
+value, KL annealing of the latent sites by ``poutine.scale`` (0.2 + increment per
+update, capped at 1). The ELBO is Pyro's ``Trace_ELBO`` (or ``TraceMeanField_ELBO``)
+used as an ``nn.Module`` (``elbo(model, guide)``), so any torch optimiser, scheduler
+or DDP reduction applies.
+
+Every ``valid_every`` steps the model is evaluated on the validation split; the run
+directory keeps ``best.pt`` (best validation), ``latest.pt``, ``metrics.csv`` and
+``curves.png``. ``resume=True`` continues from ``latest.pt`` with model, guide,
+optimiser, scheduler, step (hence annealing and the data order) and RNG restored,
+so an interrupted run ends with exactly the parameters of an uninterrupted one.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyro
+import torch
+
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .data import BatchSampler, chunk_sequences, load_dataset
+from .data.core import DataSpec, SequenceDataset, atomic_write
+from .distributed import DistContext
+from .evaluate import evaluate_chunks
+from .infer import make_elbo, make_schedule
+from .models import build_guide, build_model
+from .models.base import SequenceGuide, SequenceModel, model_from_config, GUIDES
+
+__all__ = ["TrainConfig", "Trainer", "TrainingDiverged", "train", "STUDY_BATCH_SIZE", "study_increment"]
+
+#: study batch sizes per domain (SPEC §5)
+STUDY_BATCH_SIZE = {"midi": 16, "speech": 32, "handwriting": 32}
+
+
+def study_increment(domain: str) -> float:
+    """KL-annealing increment per update of the study: MIDI 1e-4, others 5e-5."""
+    return 1e-4 if domain == "midi" else 5e-5
+
+
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss or gradient: training stops, the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainConfig:
+    dataset: str = "bach_chorales"
+    model: str = "f-rnn"
+    guide: str | None = None
+    size: str = "small"
+    model_args: dict = field(default_factory=dict)
+    steps: int = 1500
+    batch_size: int | None = None  # None: the study's batch size of the domain
+    lr: float = 1e-3
+    lr_min: float = 1e-6
+    clip_norm: float = 0.5
+    estimator: str = "trace"
+    anneal: str = "linear"
+    anneal_start: float = 0.2
+    anneal_increment: float | None = None  # None: the study's increment of the domain
+    valid_every: int = 250
+    valid_max_batches: int | None = None
+    eval_batch_size: int = 64
+    seed: int = 0
+    device: str = "cpu"
+    out: str = "runs/default"
+    data_dir: str | None = None
+    stream: bool = False
+    stop_at: int | None = None  # stop (and checkpoint) after this step; resume later
+    log_every: int = 10
+    progress: bool = True
+    precision: str = "fp32"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Trainer:
+    """Builds data, model, guide, ELBO and optimiser from a :class:`TrainConfig` and runs it."""
+
+    def __init__(self, config: TrainConfig, dataset: SequenceDataset | None = None, *,
+                 dist: DistContext | None = None):
+        self.config = config
+        self.dist = dist or DistContext()
+        rank, world_size = self.dist.rank, self.dist.world_size
+        self.is_main = rank == 0
+        self.out = Path(config.out)
+        self.device = torch.device(config.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("--device cuda was asked for but no CUDA device is available")
+
+        self.dataset = dataset if dataset is not None else load_dataset(config.dataset, config.data_dir)
+        spec = self.dataset.spec
+        if not self.dataset.train:
+            raise ValueError(f"data set {spec.name!r} has an empty training split")
+        if not self.dataset.valid:
+            raise ValueError(f"data set {spec.name!r} has an empty validation split")
+
+        pyro.set_rng_seed(config.seed)
+        self.model: SequenceModel = build_model(config.model, spec, config.size, **config.model_args)
+        self.guide: SequenceGuide = build_guide(config.guide, self.model)
+        self.model.to(self.device)
+        self.guide.to(self.device)
+
+        chunk_len = self.model_chunk_len(spec)
+        self.train_chunks = chunk_sequences(self.dataset.train, chunk_len, stream=config.stream,
+                                            step_dim=spec.step_dim)
+        self.valid_chunks = chunk_sequences(self.dataset.valid, chunk_len, step_dim=spec.step_dim)
+        batch_size = config.batch_size or STUDY_BATCH_SIZE.get(spec.domain, 16)
+        self.sampler = BatchSampler(self.train_chunks, batch_size, seed=config.seed, rank=rank,
+                                    world_size=world_size)
+
+        self.elbo = make_elbo(config.estimator)
+        self.loss_fn = self.elbo(self.model, self.guide)
+        self.params = [p for p in self.loss_fn.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(self.params, lr=config.lr)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.optimizer, T_max=max(config.steps, 1), eta_min=config.lr_min)
+        increment = config.anneal_increment if config.anneal_increment is not None else study_increment(spec.domain)
+        if not self.model.has_latent:
+            self.kl_schedule = make_schedule("none")
+        elif config.anneal == "linear":
+            self.kl_schedule = make_schedule("linear", start=config.anneal_start, increment=increment)
+        else:
+            self.kl_schedule = make_schedule(config.anneal)
+        self.step = 0
+        self.best_valid = math.inf
+        self.history: list[dict] = []
+
+    @staticmethod
+    def model_chunk_len(spec: DataSpec) -> int | None:
+        return spec.chunk_len
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        return {
+            "model_config": self.model.config(),
+            "guide_config": self.guide.config(),
+            "model_state": self.model.state_dict(),
+            "guide_state": self.guide.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "step": self.step,
+            "best_valid": self.best_valid,
+            "history": self.history,
+            "train_config": self.config.to_dict(),
+            "rng": _rng_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model_state"])
+        self.guide.load_state_dict(state["guide_state"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["step"])
+        self.best_valid = float(state["best_valid"])
+        self.history = list(state["history"])
+        _set_rng_state(state["rng"])
+
+    def resume(self) -> None:
+        path = self.out / "latest.pt"
+        if not path.exists():
+            raise CheckpointError(f"--resume: no checkpoint to resume from at {path}")
+        state = load_checkpoint(path, map_location=self.device)
+        saved = state["model_config"]
+        if saved["name"] != self.model.name:
+            raise CheckpointError(f"--resume: {path} holds model {saved['name']!r}, not {self.model.name!r}")
+        self.load_state_dict(state)
+
+    def save(self, name: str) -> None:
+        if self.is_main:
+            save_checkpoint(self.out / name, self.state_dict())
+
+    # ------------------------------------------------------------------ steps
+    def train_step(self, batch) -> dict:
+        self.model.train()
+        self.guide.train()
+        kl_scale = self.kl_schedule(self.step)
+        loss = self.loss_fn(batch, kl_scale=kl_scale)
+        num_values = batch.num_scored_values
+        if self.dist.active:  # normalise by the global count so N ranks == one process on the union
+            counts = self.dist.all_reduce_sum(torch.tensor([float(num_values)], device=self.device))
+            num_values = int(counts.item())
+        (loss / max(num_values, 1)).backward()
+        self.dist.reduce_gradients(self.params)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.config.clip_norm)
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value) or not bool(torch.isfinite(grad_norm)):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise TrainingDiverged(
+                f"non-finite {'loss' if not math.isfinite(loss_value) else 'gradient'} at step {self.step + 1}; "
+                f"training stopped, the last good checkpoint is {self.out / 'latest.pt'}"
+            )
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
+        self.step += 1
+        recon = self.elbo.last_recon
+        recon = float(recon) if recon is not None else float("nan")
+        kl = (-loss_value - recon) / kl_scale if self.model.has_latent else 0.0
+        return {"step": self.step, "loss_per_value": loss_value / max(num_values, 1),
+                "nll_per_step": loss_value / max(batch.num_scored_steps, 1),
+                "kl_per_step": kl / max(batch.num_scored_steps, 1), "kl_scale": kl_scale, "lr": lr}
+
+    def validate(self) -> float:
+        cfg = self.config
+        result = evaluate_chunks(self.model, self.guide, self.valid_chunks, self.dataset.spec,
+                                 estimator=cfg.estimator, batch_size=cfg.eval_batch_size,
+                                 device=self.device, max_batches=cfg.valid_max_batches, seed=cfg.seed)
+        return result["value"]
+
+    def fit(self) -> dict:
+        """Train until ``config.steps`` (or ``config.stop_at``); returns the last metrics row."""
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        if self.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        end = cfg.steps if cfg.stop_at is None else min(cfg.steps, cfg.stop_at)
+        bar = tqdm(total=end, initial=self.step, desc=f"{cfg.model}/{self.guide.name}",
+                   disable=not (cfg.progress and self.is_main), dynamic_ncols=True)
+        row: dict = {}
+        running = []
+        try:
+            while self.step < end:
+                batch = self.sampler.batch(self.step).to(self.device)
+                stats = self.train_step(batch)
+                running.append(stats)
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == end:
+                    row = {k: float(np.mean([r[k] for r in running])) for k in running[0]}
+                    row["step"] = self.step
+                    running = []
+                    bar.set_postfix(loss=f"{row['loss_per_value']:.4f}", kl=f"{row['kl_per_step']:.3f}",
+                                    lr=f"{row['lr']:.2e}")
+                    validate_now = self.step % cfg.valid_every == 0 or self.step == cfg.steps
+                    if validate_now:
+                        row["valid"] = self.validate()
+                        if row["valid"] < self.best_valid:
+                            self.best_valid = row["valid"]
+                            self.history.append(row)
+                            self.save("best.pt")
+                        else:
+                            self.history.append(row)
+                        self.save("latest.pt")
+                        self.write_metrics()
+                    else:
+                        self.history.append(row)
+        except KeyboardInterrupt:
+            self.save("latest.pt")
+            self.write_metrics()
+            raise
+        finally:
+            bar.close()
+        if self.step == end:
+            self.save("latest.pt")
+            self.write_metrics()
+            if not (self.out / "best.pt").exists():
+                self.save("best.pt")
+        return row
+
+    # ------------------------------------------------------------------ outputs
+    def write_metrics(self) -> None:
+        if not self.is_main or not self.history:
+            return
+        import pandas as pd
+
+        frame = pd.DataFrame(self.history)
+        with atomic_write(self.out / "metrics.csv", suffix=".csv") as tmp:
+            frame.to_csv(tmp, index=False)
+        plot_curves(frame, self.out / "curves.png", title=f"{self.config.model} / {self.guide.name} on "
+                                                           f"{self.dataset.spec.name}",
+                    unit=self.dataset.spec.metric_unit)
+
+
+def plot_curves(frame, path: Path, title: str = "", unit: str = "time step") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    axes[0].plot(frame["step"], frame["nll_per_step"], label="train −ELBO / step")
+    if "valid" in frame:
+        v = frame.dropna(subset=["valid"]) if hasattr(frame, "dropna") else frame
+        axes[0].plot(v["step"], v["valid"], "o-", label=f"valid (nats per {unit})")
+    axes[0].set_xlabel("update")
+    axes[0].set_ylabel("nats")
+    axes[0].legend()
+    axes[1].plot(frame["step"], frame["kl_per_step"], label="KL / step")
+    axes[1].plot(frame["step"], frame["kl_scale"], label="KL scale")
+    axes[1].set_xlabel("update")
+    axes[1].legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_write(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+
+
+def load_trained(path: str | os.PathLike, device="cpu") -> tuple[SequenceModel, SequenceGuide, dict]:
+    """Rebuild model and guide from a checkpoint (``weights_only`` load)."""
+    state = load_checkpoint(path, map_location=device)
+    model = model_from_config(state["model_config"]).to(device)
+    model.load_state_dict(state["model_state"])
+    gconf = state["guide_config"]
+    guide = GUIDES[gconf["name"]].cls(model, **gconf["hparams"]).to(device)
+    guide.load_state_dict(state["guide_state"])
+    model.eval()
+    guide.eval()
+    return model, guide, state
+
+
+def train(config: TrainConfig, resume: bool = False, dataset: SequenceDataset | None = None) -> Trainer:
+    trainer = Trainer(config, dataset=dataset)
+    if resume:
+        trainer.resume()
+    trainer.fit()
+    return trainer
