@@ -1,0 +1,151 @@
+"""The training engine: resume equality, divergence handling, atomic checkpoints, annealing, metrics."""
+import math
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from pyro_srnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from pyro_srnn.infer import LinearAnnealing, make_schedule
+from pyro_srnn.train import TrainConfig, Trainer, TrainingDiverged, load_trained
+
+from conftest import make_dataset
+
+
+def tiny_config(tmp_path, **kw):
+    base = dict(model="f-rnn", size="tiny", steps=8, batch_size=4, valid_every=4, progress=False,
+                out=str(tmp_path), model_args={"dropout": 0.3}, log_every=2)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def params_of(trainer):
+    return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+
+
+def test_resume_gives_identical_parameters(tmp_path):
+    data = make_dataset()
+    straight = Trainer(tiny_config(tmp_path / "a"), dataset=data)
+    straight.fit()
+
+    first = Trainer(tiny_config(tmp_path / "b", stop_at=4), dataset=data)
+    first.fit()
+    assert first.step == 4
+    # a fresh process: new objects, different global RNG state, then --resume
+    torch.manual_seed(12345)
+    second = Trainer(tiny_config(tmp_path / "b"), dataset=data)
+    second.resume()
+    assert second.step == 4
+    second.fit()
+    assert second.step == 8
+    a, b = params_of(straight), params_of(second)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert straight.optimizer.param_groups[0]["lr"] == second.optimizer.param_groups[0]["lr"]
+
+
+def test_outputs_of_a_run(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path), dataset=make_dataset())
+    trainer.fit()
+    for name in ("best.pt", "latest.pt", "metrics.csv", "curves.png"):
+        assert (tmp_path / name).exists(), name
+    import pandas as pd
+
+    frame = pd.read_csv(tmp_path / "metrics.csv")
+    assert {"step", "loss_per_value", "kl_per_step", "lr", "kl_scale", "valid"} <= set(frame.columns)
+    assert frame["step"].iloc[-1] == 8
+    assert frame["valid"].notna().sum() == 2  # steps 4 and 8
+    # the learning rate decays on the cosine schedule from 1e-3
+    assert frame["lr"].iloc[0] < 1e-3 and frame["lr"].is_monotonic_decreasing
+    model, guide, state = load_trained(tmp_path / "best.pt")
+    assert model.name == "f-rnn" and guide.name == "none" and not model.training
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path), dataset=make_dataset())
+    with pytest.raises(CheckpointError, match="no checkpoint to resume from"):
+        trainer.resume()
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, stop_at=4), dataset=make_dataset())
+    trainer.fit()
+    good = load_checkpoint(tmp_path / "latest.pt")
+    trainer.config.stop_at = None
+    with torch.no_grad():
+        next(trainer.model.parameters()).fill_(float("nan"))
+    # Pyro's validation also reports the NaN: expected here
+    with pytest.raises(TrainingDiverged, match="non-finite loss at step 5"), \
+            pytest.warns(UserWarning, match="Encountered NaN"):
+        trainer.fit()
+    kept = load_checkpoint(tmp_path / "latest.pt")
+    assert kept["step"] == 4
+    for k, v in kept["model_state"].items():
+        assert torch.isfinite(v).all(), k
+        assert torch.equal(v, good["model_state"][k])
+
+
+def test_interrupted_checkpoint_write_leaves_no_corrupt_file(tmp_path, monkeypatch):
+    path = tmp_path / "latest.pt"
+    save_checkpoint(path, {"step": 1, "x": torch.ones(3)})
+
+    def broken_save(obj, f, *a, **k):
+        with open(f, "wb") as fh:
+            fh.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, {"step": 2, "x": torch.zeros(3)})
+    monkeypatch.undo()
+    assert load_checkpoint(path)["step"] == 1
+    assert sorted(os.listdir(tmp_path)) == ["latest.pt"]
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def test_loading_never_executes_pickled_code(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "pyro_srnn-checkpoint-v1", "payload": _Evil()}, path)
+    with pytest.raises(CheckpointError, match="cannot load checkpoint"):
+        load_checkpoint(path)
+    assert not (tmp_path / "PWNED").exists()
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError):
+        load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_study_annealing_schedule():
+    s = LinearAnnealing(start=0.2, increment=1e-4)
+    assert s(0) == pytest.approx(0.2)
+    assert s(1000) == pytest.approx(0.3)
+    assert s(10**6) == 1.0
+    assert make_schedule("none")(0) == 1.0
+    with pytest.raises(ValueError, match="> 0"):
+        LinearAnnealing(start=0.0)
+
+
+def test_gradient_clipping_bounds_the_update(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, clip_norm=1e-3, lr=1.0), dataset=make_dataset())
+    batch = trainer.sampler.batch(0)
+    before = [p.detach().clone() for p in trainer.params]
+    # with lr 1 and Adam, an update moves each element by at most ~lr; clipping keeps the gradient norm ≤ clip
+    loss = trainer.loss_fn(batch) / batch.num_scored_values
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(trainer.params, 1e-3)
+    total = math.sqrt(sum(float((p.grad ** 2).sum()) for p in trainer.params))
+    assert total <= 1e-3 * (1 + 1e-4) and float(norm) > 1e-3
+    assert all(torch.equal(a, p.detach()) for a, p in zip(before, trainer.params))
+
+
+def test_empty_training_split_is_refused(tmp_path):
+    data = make_dataset()
+    data.train = []
+    with pytest.raises(ValueError, match="empty training split"):
+        Trainer(tiny_config(tmp_path), dataset=data)
