@@ -59,12 +59,23 @@ class OutputHead(nn.Module):
     def distribution(self, params: torch.Tensor) -> dist.TorchDistribution:  # pragma: no cover
         raise NotImplementedError
 
+    def value_distribution(self, params: torch.Tensor, index: int) -> dist.TorchDistribution:
+        """The 1-D density of value ``index`` alone from its raw parameters ``(..., P)``.
+
+        Used by autoregressive low-level models to sample one value at a time;
+        ``distribution(params).log_prob(x) == Σ_i value_distribution(params[..., i, :], i).log_prob(x_i)``.
+        """
+        raise NotImplementedError  # pragma: no cover
+
 
 class BernoulliHead(OutputHead):
     params_per_value = 1
 
     def distribution(self, params):
         return dist.Bernoulli(logits=params[..., 0], validate_args=False).to_event(1)
+
+    def value_distribution(self, params, index):
+        return dist.Bernoulli(logits=params[..., 0], validate_args=False)
 
 
 def _mixture(params: torch.Tensor, log_std_min: float) -> dist.TorchDistribution:
@@ -89,6 +100,9 @@ class GaussianMixtureHead(OutputHead):
 
     def distribution(self, params):
         return _mixture(params, self.log_std_min).to_event(1)
+
+    def value_distribution(self, params, index):
+        return _mixture(params, self.log_std_min)
 
 
 class StepMixture(TorchDistribution):
@@ -125,6 +139,11 @@ class HandwritingHead(OutputHead):
     def distribution(self, params):
         pen = dist.Bernoulli(logits=params[..., 0, 0], validate_args=False)
         return StepMixture(pen, _mixture(params[..., 1:, :], self.log_std_min))
+
+    def value_distribution(self, params, index):
+        if index == 0:
+            return dist.Bernoulli(logits=params[..., 0], validate_args=False)
+        return _mixture(params, self.log_std_min)
 
 
 def make_head(family: str, in_dim: int | None, step_dim: int, num_components: int | None = None) -> OutputHead:
