@@ -1,0 +1,574 @@
+r"""Speech corpora as 16 kHz waveforms cut into 200-sample frames (SPEC §4).
+
+Every reader turns a corpus in its real on-disk format into a :class:`SequenceDataset`
+of ``(steps, 200)`` float32 arrays, one per utterance (or chapter), with the study's
+conventions:
+
+* **rate**: 16 kHz. TIMIT must already be 16 kHz (anything else is a :class:`DataError`);
+  the other corpora are resampled with ``scipy.signal.resample_poly(x, up, down)``,
+  ``up/down = 16000/rate`` reduced by their gcd (VCTK's 48 kHz: up 1, down 3).
+  Multi-channel files are averaged to mono.
+* **frames**: step :math:`t` holds samples :math:`x_{200t}, \dots, x_{200t+199}`; the
+  trailing partial frame of every file is dropped ("truncated to whole frames").
+  Files shorter than two frames cannot contribute a scored step and are skipped (listed
+  in ``info["skipped_short"]``).
+* **normalisation**: one global mean :math:`\mu` and standard deviation :math:`\sigma` of
+  every training sample (after framing), applied to all splits: :math:`(x-\mu)/\sigma`.
+  Both are stored in the cache and in ``SequenceDataset.info["mean"/"std"]``
+  (samples use them to write audible ``.wav`` files).
+* **chunks**: 40 steps (8000 samples) for the frame models, 2000 samples for the flat ones.
+
+Data sets and their splits:
+
+=============== =================================== ===================================== ==============
+name            on disk                             split                                 metric unit
+=============== =================================== ===================================== ==============
+``timit``       ``TRAIN/**/*.WAV``, ``TEST/**/*.WAV`` 5 % of the sorted TRAIN files to      utterance
+                NIST SPHERE, 16 kHz                 valid (``default_rng(seed)``, seed 0);
+                                                    all TEST files
+``perm_timit``  as ``timit``                        as ``timit``                          utterance
+``vctk``        ``wav48/<speaker>/*.wav``           ``train.lst``/``valid.lst``/``test.lst`` audio sample
+                                                    if present, else seeded 35,393 : 4,424
+                                                    : 4,425 (≈ 80/10/10) of the sorted ids
+``blizzard``    chapter files (mp3, wav, …)         by chapter, seeded 1,023 : 65 : 59    8000 samples
+``audio_folder`` any audio soundfile reads + G.722  ``TRAIN/``+``TEST/`` if present, else 20 % utterance
+                                                    test, then 5 % of the rest to valid
+``asterisk_prompts`` ``en_US_f_Allison/**/*.g722``  as ``audio_folder``                   utterance
+=============== =================================== ===================================== ==============
+
+**Perm-TIMIT** permutes the 200 values inside every frame with one fixed permutation,
+``perm = numpy.random.RandomState(123456).permutation(200)`` (the legacy Mersenne-Twister
+generator, so the permutation is the same on every numpy version): the permuted frame is
+``frame[perm]``, i.e. new position ``j`` holds old position ``perm[j]``.
+
+**VCTK split lists** (optional, in the data directory): ``train.lst``, ``valid.lst`` and
+``test.lst``, one utterance id per line — the file stem, e.g. ``p225_001`` — blank lines and
+lines starting with ``#`` ignored. Either all three are present or none.
+
+**G.722** files (``.g722``) are raw, headerless G.722 at 64 kbit/s (as Asterisk ships them);
+they decode to 16 kHz 16-bit mono with PyPI ``G722==1.2.8`` (``pip install pyro-srnn[speech]``),
+a new decoder per file because the codec is stateful.
+
+**Cache**: each conversion is written once, atomically, to
+``cache_dir()/<name>-v1-<key>.npz`` where ``<key>`` hashes the absolute source path and the
+conventions (seed, split rule, extensions); later loads read only the cache (the audio is not
+touched). Pass ``refresh=True`` (or delete the file) after changing the corpus on disk.
+
+Memory: the conversion holds the whole corpus in RAM as float32 (TIMIT ≈ 1.2 GB,
+VCTK ≈ 10 GB, Blizzard ≈ 70 GB; the ``.npz`` write needs as much again).
+
+References: Garofolo et al. 1993 (TIMIT, LDC93S1); Veaux et al. 2017 (VCTK);
+King & Karaiskos 2013 (Blizzard Challenge 2013); ITU-T G.722; Lai, Dai et al. 2019 (the study).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from .core import DataError, DataSpec, SequenceDataset, cache_dir, load_splits, save_splits
+
+__all__ = [
+    "SAMPLE_RATE", "FRAME", "PERM_TIMIT_SEED", "ASTERISK_PROMPTS_DIR", "speech_spec", "perm_timit_permutation",
+    "read_audio", "read_g722", "read_sphere_header", "resample", "to_frames", "split_counts", "seeded_split",
+    "load_timit", "load_perm_timit", "load_vctk", "load_blizzard", "load_audio_folder", "load_asterisk_prompts",
+    "timit_available", "vctk_available", "blizzard_available", "audio_folder_available",
+    "asterisk_prompts_available",
+]
+
+SAMPLE_RATE = 16000
+FRAME = 200  # samples per step (L)
+CHUNK_LEN = 40  # steps per training/evaluation chunk = 8000 samples
+FLAT_CHUNK_LEN = 2000  # samples per chunk of the flat models
+CACHE_VERSION = "v1"
+PERM_TIMIT_SEED = 123456
+TIMIT_VALID_FRACTION = 0.05
+#: the study's utterance counts (VCTK) and chapter counts (Blizzard): train, valid, test
+VCTK_SPLIT = (35393, 4424, 4425)
+BLIZZARD_SPLIT = (1023, 65, 59)
+AUDIO_FOLDER_TEST_FRACTION = 0.2
+SOUNDFILE_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".sph", ".nist", ".aiff", ".aif", ".au")
+AUDIO_EXTENSIONS = SOUNDFILE_EXTENSIONS + (".g722",)
+ASTERISK_PROMPTS_DIR = "/usr/share/asterisk/sounds/en_US_f_Allison"
+SPEECH_EXTRA = "pip install pyro-srnn[speech]"
+
+
+def speech_spec(name: str, metric_unit: str) -> DataSpec:
+    """The spec every speech data set shares: Gaussian output, L=200, 40-step chunks."""
+    return DataSpec(name=name, step_dim=FRAME, family="gaussian", domain="speech", chunk_len=CHUNK_LEN,
+                    metric_unit=metric_unit, flat_chunk_len=FLAT_CHUNK_LEN)
+
+
+def perm_timit_permutation() -> np.ndarray:
+    """The fixed within-frame permutation of Perm-TIMIT: ``RandomState(123456).permutation(200)``."""
+    return np.random.RandomState(PERM_TIMIT_SEED).permutation(FRAME)
+
+
+# --------------------------------------------------------------------------- reading one file
+
+def read_sphere_header(path: str | os.PathLike) -> dict | None:
+    """The fields of a NIST SPHERE header (``NIST_1A``), or None when the file is not SPHERE."""
+    with open(path, "rb") as f:
+        head = f.read(1024)
+    if not head.startswith(b"NIST_1A"):
+        return None
+    lines = head.split(b"\n")
+    try:
+        size = int(lines[1].strip())
+    except (IndexError, ValueError):
+        raise DataError(f"{path}: broken NIST SPHERE header (no header size on line 2)") from None
+    if size > len(head):
+        with open(path, "rb") as f:
+            head = f.read(size)
+        lines = head.split(b"\n")
+    fields = {}
+    for line in lines[2:]:
+        parts = line.decode("ascii", "replace").strip().split(None, 2)
+        if not parts or parts[0] == "end_head":
+            break
+        if len(parts) == 3:
+            key, kind, value = parts
+            fields[key] = int(value) if kind == "-i" else value
+    return fields
+
+
+def read_g722(path: str | os.PathLike) -> np.ndarray:
+    """Raw G.722 (64 kbit/s) → 16 kHz float64 waveform in [-1, 1) (a new decoder per file)."""
+    try:
+        import G722
+    except ImportError:
+        raise DataError(f"{path}: reading G.722 needs the G722 package: {SPEECH_EXTRA}") from None
+    data = Path(path).read_bytes()
+    if not data:
+        raise DataError(f"{path}: empty file (no G.722 data)")
+    pcm = np.asarray(G722.G722(SAMPLE_RATE, 64000).decode(data), dtype=np.int16)
+    return pcm.astype(np.float64) / 32768.0
+
+
+def resample(wave: np.ndarray, rate: int, target: int = SAMPLE_RATE) -> np.ndarray:
+    """Polyphase resampling ``rate → target`` (``resample_poly`` with up/down reduced by their gcd)."""
+    if rate == target:
+        return wave
+    from scipy.signal import resample_poly
+
+    g = math.gcd(int(rate), int(target))
+    return resample_poly(wave, target // g, rate // g)
+
+
+def read_audio(path: str | os.PathLike, *, target_rate: int = SAMPLE_RATE, require_rate: int | None = None,
+               ) -> np.ndarray:
+    """One audio file → mono float64 waveform at ``target_rate`` (values in [-1, 1] for PCM).
+
+    Raises one :class:`DataError` naming the file for unreadable, truncated, empty or
+    non-finite audio, and (``require_rate``) for a sample rate other than the one required.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".g722":
+        wave, rate = read_g722(path), SAMPLE_RATE
+    else:
+        wave, rate = _read_soundfile(path)
+    if require_rate is not None and rate != require_rate:
+        raise DataError(f"{path}: sample rate {rate} Hz, expected {require_rate} Hz")
+    if wave.size == 0:
+        raise DataError(f"{path}: contains no audio samples")
+    if not np.isfinite(wave).all():
+        raise DataError(f"{path}: contains NaN or infinite samples")
+    return resample(wave, rate, target_rate)
+
+
+def _read_soundfile(path: Path) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    if path.suffix.lower() == ".mp3" and "MP3" not in sf.available_formats():
+        raise DataError(f"{path}: this libsndfile ({sf.__libsndfile_version__}) cannot read MP3; "
+                        "install soundfile>=0.12 with libsndfile>=1.1, or convert the file to WAV/FLAC")
+    sphere = read_sphere_header(path) if path.stat().st_size else None
+    if sphere is not None and "shorten" in str(sphere.get("sample_coding", "")):
+        raise DataError(f"{path}: NIST SPHERE compressed with 'shorten'; decompress it first "
+                        "(e.g. sph2pipe -f wav) or use the uncompressed LDC release")
+    try:
+        info = sf.info(str(path))
+        wave, rate = sf.read(str(path), dtype="float64", always_2d=True)
+    except (sf.SoundFileError, RuntimeError) as e:
+        if path.stat().st_size == 0:
+            raise DataError(f"{path}: empty file (0 bytes)") from None
+        raise DataError(f"{path}: not readable audio (libsndfile: {e})") from None
+    frames = wave.shape[0]
+    truncated = frames < info.frames or "should be" in (info.extra_info or "")
+    if sphere is not None and int(sphere.get("sample_count", frames)) > frames:
+        truncated = True
+    if truncated:
+        expected = sphere.get("sample_count", info.frames) if sphere is not None else info.frames
+        raise DataError(f"{path}: truncated audio file (header announces more samples than the file "
+                        f"holds; read {frames}, expected {expected})")
+    return wave.mean(axis=1), int(rate)
+
+
+def to_frames(wave: np.ndarray, frame: int = FRAME) -> np.ndarray:
+    """Waveform → ``(len // frame, frame)`` float32 steps; the trailing partial frame is dropped."""
+    n = len(wave) // frame
+    return np.asarray(wave[: n * frame], dtype=np.float32).reshape(n, frame)
+
+
+# --------------------------------------------------------------------------- splits
+
+def split_counts(n: int, proportions: Iterable[float]) -> tuple[int, int, int]:
+    """``n`` items → (train, valid, test) counts in the given proportions (valid/test rounded,
+    at least one each when ``n >= 3``; train takes the rest)."""
+    p = np.asarray(list(proportions), dtype=np.float64)
+    p = p / p.sum()
+    n_valid, n_test = int(round(n * p[1])), int(round(n * p[2]))
+    if n >= 3:
+        n_valid, n_test = max(n_valid, 1), max(n_test, 1)
+    return n - n_valid - n_test, n_valid, n_test
+
+
+def seeded_split(ids: list[str], counts: tuple[int, int, int], seed: int = 0) -> dict[str, list[str]]:
+    """A seeded shuffle (``numpy.random.default_rng(seed)``) of the *sorted* ids, cut into
+    valid (first), test (next) and train (rest); each part returned sorted."""
+    ids = sorted(ids)
+    n_train, n_valid, n_test = counts
+    if n_train + n_valid + n_test != len(ids):
+        raise ValueError("split counts do not add up to the number of items")
+    perm = np.random.default_rng(seed).permutation(len(ids))
+    pick = lambda idx: sorted(ids[i] for i in idx)  # noqa: E731
+    return {"train": pick(perm[n_valid + n_test:]), "valid": pick(perm[:n_valid]),
+            "test": pick(perm[n_valid: n_valid + n_test])}
+
+
+# --------------------------------------------------------------------------- conversion and cache
+
+def _cache_path(name: str, key: dict) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    return cache_dir() / f"{name}-{CACHE_VERSION}-{digest}.npz"
+
+
+def _source_dir(name: str, data_dir: str | os.PathLike | None, env_var: str, expected: str) -> Path:
+    if not data_dir:
+        raise DataError(f"{name}: no data directory given: pass --data-dir DIR or set {env_var} to the folder "
+                        f"holding {expected}")
+    path = Path(data_dir).expanduser()
+    if not path.is_dir():
+        raise DataError(f"{name}: data directory {path} does not exist (expected {expected} there)")
+    return path.resolve()
+
+
+def _audio_files(folder: Path, extensions: Iterable[str]) -> list[Path]:
+    """Audio files under ``folder`` (recursive, extension case-insensitive), sorted.
+
+    A converted copy named ``X.WAV.wav`` beside its original ``X.WAV`` (some TIMIT copies
+    ship both) is skipped, so no utterance is counted twice.
+    """
+    exts = {e.lower() for e in extensions}
+    files = [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in exts]
+    names = {p.as_posix().lower() for p in files}
+    keep = [p for p in files if not (p.with_suffix("").suffix.lower() in exts
+                                     and p.with_suffix("").as_posix().lower() in names)]
+    return sorted(keep)
+
+
+def _convert(name: str, parts: dict[str, list[Path]], root: Path, *, read: Callable[[Path], np.ndarray],
+             progress: bool) -> tuple[dict, dict]:
+    """Read, frame and normalise every file of every split; returns (splits, meta)."""
+    from tqdm.auto import tqdm
+
+    raw: dict[str, list[np.ndarray]] = {}
+    ids: dict[str, list[str]] = {}
+    skipped: list[str] = []
+    total = sum(len(v) for v in parts.values())
+    with tqdm(total=total, desc=f"{name}: converting", disable=not progress) as bar:
+        for split, files in parts.items():
+            raw[split], ids[split] = [], []
+            for path in files:
+                steps = to_frames(read(path))
+                bar.update(1)
+                rel = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+                if len(steps) < 2:
+                    skipped.append(rel)
+                    continue
+                raw[split].append(steps)
+                ids[split].append(rel)
+    if not raw["train"]:
+        raise DataError(f"{name}: no training file under {root} is at least two frames "
+                        f"({2 * FRAME} samples) long")
+    count = sum(s.size for s in raw["train"])
+    total_sum = sum(float(s.sum(dtype=np.float64)) for s in raw["train"])
+    mean = total_sum / count
+    var = sum(float(((s.astype(np.float64) - mean) ** 2).sum()) for s in raw["train"]) / count
+    std = math.sqrt(var)
+    if not std > 0:
+        raise DataError(f"{name}: the training audio under {root} is constant (standard deviation 0)")
+    for seqs in raw.values():
+        for s in seqs:
+            s -= np.float32(mean)
+            s /= np.float32(std)
+    meta = {"mean": mean, "std": std, "skipped_short": skipped, "files": ids}
+    return raw, meta
+
+
+def _load_or_convert(name: str, spec: DataSpec, root: Path, key: dict, build: Callable[[], dict],
+                     read: Callable[[Path], np.ndarray], *, refresh: bool, progress: bool) -> SequenceDataset:
+    """Load ``name`` from its cache, or list its files (``build``), convert, cache and return it."""
+    key = dict(key, reader=name, version=CACHE_VERSION, source=str(root), rate=SAMPLE_RATE, frame=FRAME)
+    path = _cache_path(name, key)
+    if path.exists() and not refresh:
+        splits, meta = load_splits(path)
+        files = {s: [str(f) for f in meta.get(f"files_{s}", np.array([], dtype=str)).tolist()]
+                 for s in ("train", "valid", "test")}
+        info = {"cache": str(path), "from_cache": True, "source": str(root),
+                "mean": float(meta["mean"]), "std": float(meta["std"]), "sample_rate": SAMPLE_RATE,
+                "frame": FRAME, "files": files,
+                "skipped_short": [str(f) for f in meta.get("skipped_short", np.array([], dtype=str)).tolist()]}
+        return SequenceDataset(spec, splits["train"], splits["valid"], splits["test"], info=info)
+    parts = build()
+    for split in ("train", "valid", "test"):
+        if not parts.get(split):
+            raise DataError(f"{name}: the {split} split under {root} is empty "
+                            f"({sum(len(v) for v in parts.values())} files in all)")
+    splits, meta = _convert(name, parts, root, read=read, progress=progress)
+    save_splits(path, splits, mean=meta["mean"], std=meta["std"], key=json.dumps(key, sort_keys=True),
+                skipped_short=np.array(meta["skipped_short"], dtype=str),
+                **{f"files_{s}": np.array(meta["files"][s], dtype=str) for s in ("train", "valid", "test")})
+    info = {"cache": str(path), "from_cache": False, "source": str(root), "mean": meta["mean"],
+            "std": meta["std"], "sample_rate": SAMPLE_RATE, "frame": FRAME, "files": meta["files"],
+            "skipped_short": meta["skipped_short"]}
+    return SequenceDataset(spec, splits["train"], splits["valid"], splits["test"], info=info)
+
+
+# --------------------------------------------------------------------------- TIMIT, Perm-TIMIT
+
+TIMIT_EXPECTED = "TRAIN/ and TEST/ trees of NIST SPHERE .WAV files (TIMIT, LDC93S1)"
+
+
+def _find_child(root: Path, name: str) -> Path | None:
+    for candidate in (name, name.lower(), name.capitalize()):
+        if (root / candidate).is_dir():
+            return root / candidate
+    return None
+
+
+def _timit_read(path: Path) -> np.ndarray:
+    return read_audio(path, require_rate=SAMPLE_RATE)
+
+
+def load_timit(data_dir: str | os.PathLike | None, *, seed: int = 0, valid_fraction: float = TIMIT_VALID_FRACTION,
+               refresh: bool = False, progress: bool = True) -> SequenceDataset:
+    """TIMIT: ``TRAIN/**/*.WAV`` and ``TEST/**/*.WAV`` (NIST SPHERE, 16 kHz), see the module docstring.
+
+    Validation: ``max(1, round(valid_fraction * n))`` of the sorted training files, drawn by
+    ``numpy.random.default_rng(seed).permutation``; test: every TEST file.
+    """
+    spec = speech_spec("timit", "utterance")
+    root = _source_dir("timit", data_dir, "PYRO_SRNN_TIMIT", TIMIT_EXPECTED)
+
+    def build():
+        found = {}
+        for part in ("TRAIN", "TEST"):
+            folder = _find_child(root, part)
+            if folder is None:
+                raise DataError(f"timit: {part}/ folder missing under {root} (expected {TIMIT_EXPECTED})")
+            files = _audio_files(folder, (".wav",))
+            if not files:
+                raise DataError(f"timit: no .WAV files under {folder} (expected {part}/<dialect>/<speaker>/*.WAV)")
+            found[part] = files
+        train_ids = [p.relative_to(root).as_posix() for p in found["TRAIN"]]
+        n = len(train_ids)
+        n_valid = max(1, int(round(valid_fraction * n))) if n >= 2 else 0
+        split = seeded_split(train_ids, (n - n_valid, n_valid, 0), seed)
+        return {"train": [root / i for i in split["train"]], "valid": [root / i for i in split["valid"]],
+                "test": found["TEST"]}
+
+    return _load_or_convert("timit", spec, root, {"seed": seed, "valid_fraction": valid_fraction}, build,
+                            _timit_read, refresh=refresh, progress=progress)
+
+
+def load_perm_timit(data_dir: str | os.PathLike | None, **kwargs) -> SequenceDataset:
+    """Perm-TIMIT: TIMIT (same cache) with :func:`perm_timit_permutation` applied inside every frame."""
+    timit = load_timit(data_dir, **kwargs)
+    perm = perm_timit_permutation()
+    splits = {s: [np.ascontiguousarray(x[:, perm]) for x in timit.split(s)] for s in ("train", "valid", "test")}
+    info = dict(timit.info, permutation_seed=PERM_TIMIT_SEED,
+                permutation="numpy.random.RandomState(123456).permutation(200); permuted frame = frame[perm]")
+    return SequenceDataset(speech_spec("perm_timit", "utterance"), splits["train"], splits["valid"],
+                           splits["test"], info=info)
+
+
+# --------------------------------------------------------------------------- VCTK
+
+VCTK_EXPECTED = "wav48/<speaker>/*.wav (VCTK-Corpus)"
+VCTK_LISTS = ("train.lst", "valid.lst", "test.lst")
+
+
+def _read_id_list(path: Path) -> list[str]:
+    ids = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            ids.append(line)
+    return ids
+
+
+def load_vctk(data_dir: str | os.PathLike | None, *, seed: int = 0, refresh: bool = False,
+              progress: bool = True) -> SequenceDataset:
+    """VCTK: ``wav48/<speaker>/*.wav`` resampled 48 → 16 kHz; the study's split lists when present."""
+    spec = speech_spec("vctk", "audio sample")
+    root = _source_dir("vctk", data_dir, "PYRO_SRNN_VCTK", VCTK_EXPECTED)
+    lists = [root / n for n in VCTK_LISTS]
+    present = [p.exists() for p in lists]
+    if any(present) and not all(present):
+        missing = [p.name for p, ok in zip(lists, present) if not ok]
+        raise DataError(f"vctk: split lists incomplete in {root}: {', '.join(missing)} missing "
+                        f"(give all of {', '.join(VCTK_LISTS)} or none)")
+    key = {"seed": seed, "proportions": VCTK_SPLIT, "lists": all(present)}
+    if all(present):  # the lists' contents decide the split, so they are part of the key
+        key["lists_sha256"] = hashlib.sha256(b"".join(p.read_bytes() for p in lists)).hexdigest()
+
+    def build():
+        wav48 = _find_child(root, "wav48")
+        if wav48 is None:
+            raise DataError(f"vctk: wav48/ folder missing under {root} (expected {VCTK_EXPECTED})")
+        files = _audio_files(wav48, (".wav",))
+        if not files:
+            raise DataError(f"vctk: no .wav files under {wav48} (expected {VCTK_EXPECTED})")
+        by_id = {}
+        for p in files:
+            if p.stem in by_id:
+                raise DataError(f"vctk: utterance id {p.stem!r} appears twice: {by_id[p.stem]} and {p}")
+            by_id[p.stem] = p
+        if all(present):
+            split = {}
+            for name, lst in zip(("train", "valid", "test"), lists):
+                ids = _read_id_list(lst)
+                unknown = [i for i in ids if i not in by_id]
+                if unknown:
+                    raise DataError(f"vctk: {lst} names {len(unknown)} utterance(s) not found under {wav48}, "
+                                    f"e.g. {unknown[0]!r}")
+                split[name] = ids
+        else:
+            split = seeded_split(list(by_id), split_counts(len(by_id), VCTK_SPLIT), seed)
+        return {k: [by_id[i] for i in v] for k, v in split.items()}
+
+    return _load_or_convert("vctk", spec, root, key, build, read_audio, refresh=refresh, progress=progress)
+
+
+# --------------------------------------------------------------------------- Blizzard
+
+BLIZZARD_EXPECTED = "audiobook chapter files (.mp3 or .wav), one file per chapter (Blizzard Challenge 2013)"
+
+
+def load_blizzard(data_dir: str | os.PathLike | None, *, seed: int = 0, refresh: bool = False,
+                  progress: bool = True) -> SequenceDataset:
+    """Blizzard 2013: one audio file per chapter (recursive), split by chapter 1,023 : 65 : 59."""
+    spec = speech_spec("blizzard", "8000 samples")
+    root = _source_dir("blizzard", data_dir, "PYRO_SRNN_BLIZZARD", BLIZZARD_EXPECTED)
+
+    def build():
+        files = _audio_files(root, SOUNDFILE_EXTENSIONS)
+        if not files:
+            raise DataError(f"blizzard: no audio files under {root} (expected {BLIZZARD_EXPECTED})")
+        ids = [p.relative_to(root).as_posix() for p in files]
+        split = seeded_split(ids, split_counts(len(ids), BLIZZARD_SPLIT), seed)
+        return {k: [root / i for i in v] for k, v in split.items()}
+
+    return _load_or_convert("blizzard", spec, root, {"seed": seed, "proportions": BLIZZARD_SPLIT}, build,
+                            read_audio, refresh=refresh, progress=progress)
+
+
+# --------------------------------------------------------------------------- any folder, Asterisk prompts
+
+AUDIO_FOLDER_EXPECTED = "audio files (" + ", ".join(AUDIO_EXTENSIONS) + "), optionally in TRAIN/ and TEST/"
+
+
+def load_audio_folder(data_dir: str | os.PathLike | None, *, seed: int = 0, extensions: Iterable[str] | None = None,
+                      exclude: Iterable[str] = (), name: str = "audio_folder", env_var: str = "PYRO_SRNN_AUDIO_DIR",
+                      refresh: bool = False, progress: bool = True) -> SequenceDataset:
+    """Any folder of speech audio under the TIMIT conventions (16 kHz, 200-sample frames, global norm).
+
+    Split: with ``TRAIN/`` and ``TEST/`` sub-folders, as TIMIT (5 % of TRAIN to valid);
+    otherwise 20 % of the sorted files to test, then 5 % of the rest to valid, seeded.
+    ``exclude`` lists top-level sub-folders to leave out.
+    """
+    spec = speech_spec(name, "utterance")
+    root = _source_dir(name, data_dir, env_var, AUDIO_FOLDER_EXPECTED)
+    exts = tuple(sorted({e.lower() if e.startswith(".") else "." + e.lower()
+                         for e in (extensions or AUDIO_EXTENSIONS)}))
+    excluded = tuple(sorted(exclude))
+
+    def listing(folder: Path) -> list[Path]:
+        return [p for p in _audio_files(folder, exts) if p.relative_to(root).parts[0] not in excluded]
+
+    def build():
+        train_dir, test_dir = _find_child(root, "TRAIN"), _find_child(root, "TEST")
+        if train_dir is not None and test_dir is not None:
+            train, test = listing(train_dir), listing(test_dir)
+            if not train or not test:
+                raise DataError(f"{name}: no audio files ({', '.join(exts)}) under "
+                                f"{train_dir if not train else test_dir}")
+            n = len(train)
+            n_valid = max(1, int(round(TIMIT_VALID_FRACTION * n))) if n >= 2 else 0
+            ids = [p.relative_to(root).as_posix() for p in train]
+            split = seeded_split(ids, (n - n_valid, n_valid, 0), seed)
+            return {"train": [root / i for i in split["train"]], "valid": [root / i for i in split["valid"]],
+                    "test": test}
+        files = listing(root)
+        if not files:
+            raise DataError(f"{name}: no audio files ({', '.join(exts)}) under {root}")
+        ids = [p.relative_to(root).as_posix() for p in files]
+        n = len(ids)
+        n_test = max(1, int(round(AUDIO_FOLDER_TEST_FRACTION * n))) if n >= 3 else 0
+        n_valid = max(1, int(round(TIMIT_VALID_FRACTION * (n - n_test)))) if n >= 3 else 0
+        split = seeded_split(ids, (n - n_test - n_valid, n_valid, n_test), seed)
+        return {k: [root / i for i in v] for k, v in split.items()}
+
+    key = {"seed": seed, "extensions": exts, "exclude": excluded, "test_fraction": AUDIO_FOLDER_TEST_FRACTION,
+           "valid_fraction": TIMIT_VALID_FRACTION}
+    return _load_or_convert(name, spec, root, key, build, read_audio, refresh=refresh, progress=progress)
+
+
+def load_asterisk_prompts(data_dir: str | os.PathLike | None = None, **kwargs) -> SequenceDataset:
+    """The Asterisk English prompts (one speaker, 568 G.722 files, 25.5 min; Debian
+    ``asterisk-core-sounds-en-g722``) as an ``audio_folder``: only ``*.g722`` files, the
+    ``silence/`` folder (55 s of near-silence) left out."""
+    if data_dir is None and not Path(ASTERISK_PROMPTS_DIR).is_dir():
+        raise DataError(f"asterisk_prompts: {ASTERISK_PROMPTS_DIR} does not exist; install it with "
+                        f"`apt-get install asterisk-core-sounds-en-g722` and `{SPEECH_EXTRA}`, "
+                        "or pass --data-dir")
+    return load_audio_folder(data_dir or ASTERISK_PROMPTS_DIR, extensions=(".g722",), exclude=("silence",),
+                             name="asterisk_prompts", env_var="PYRO_SRNN_ASTERISK_PROMPTS", **kwargs)
+
+
+# --------------------------------------------------------------------------- presence probes (pyro-srnn datasets)
+
+def timit_available(data_dir) -> bool:
+    return bool(data_dir) and Path(data_dir).is_dir() and _find_child(Path(data_dir), "TRAIN") is not None \
+        and _find_child(Path(data_dir), "TEST") is not None
+
+
+def vctk_available(data_dir) -> bool:
+    return bool(data_dir) and Path(data_dir).is_dir() and _find_child(Path(data_dir), "wav48") is not None
+
+
+def blizzard_available(data_dir) -> bool:
+    return bool(data_dir) and Path(data_dir).is_dir() and any(
+        p.suffix.lower() in SOUNDFILE_EXTENSIONS for p in Path(data_dir).rglob("*"))
+
+
+def audio_folder_available(data_dir) -> bool:
+    return bool(data_dir) and Path(data_dir).is_dir() and any(
+        p.suffix.lower() in AUDIO_EXTENSIONS for p in Path(data_dir).rglob("*"))
+
+
+def asterisk_prompts_available(data_dir) -> bool:
+    folder = Path(data_dir or ASTERISK_PROMPTS_DIR)
+    if not folder.is_dir() or not any(True for _ in folder.glob("*.g722")):
+        return False
+    try:
+        import G722  # noqa: F401
+    except ImportError:
+        return False
+    return True
