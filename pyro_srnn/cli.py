@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 EXIT_USAGE = 2
+DEFAULT_STEPS = 1500
 
 
 def _fail(message: str, code: int = 1) -> int:
@@ -39,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--size", default="small", help="model size: tiny, small, or study (the study's config)")
     t.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="override a model hyper-parameter (JSON value), repeatable")
-    t.add_argument("--steps", type=int, default=1500, help="total number of updates (cosine horizon)")
+    t.add_argument("--steps", type=int, default=None,
+                   help=f"total number of updates, the cosine horizon (default {DEFAULT_STEPS})")
     t.add_argument("--batch-size", type=int, default=None, help="default: the study's batch size of the domain")
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--estimator", choices=["trace", "meanfield"], default="trace",
@@ -95,6 +97,17 @@ def _parse_model_args(pairs: list[str]) -> dict:
     return out
 
 
+def _resumed_config(path: Path, given, steps: int | None):
+    from .checkpoint import load_checkpoint
+    from .train import TrainConfig
+
+    saved = dict(load_checkpoint(path)["train_config"])
+    saved.update(out=given.out, stop_at=given.stop_at, progress=given.progress, device=given.device)
+    if steps is not None:
+        saved["steps"] = steps
+    return TrainConfig(**saved)
+
+
 def cmd_train(args) -> int:
     from .data import DATASETS, ensure_registered
     from .models import GUIDES, MODELS, build_guide, model_names, guide_names
@@ -124,12 +137,14 @@ def cmd_train(args) -> int:
         return _fail(str(e), EXIT_USAGE)
     config = TrainConfig(
         dataset=args.dataset, model=args.model, guide=args.guide, size=args.size, model_args=model_args,
-        steps=args.steps, batch_size=args.batch_size, lr=args.lr, estimator=args.estimator, anneal=args.anneal,
+        steps=args.steps or DEFAULT_STEPS, batch_size=args.batch_size, lr=args.lr, estimator=args.estimator, anneal=args.anneal,
         anneal_start=args.anneal_start, anneal_increment=args.anneal_increment, valid_every=args.valid_every,
         valid_max_batches=args.valid_max_batches, seed=args.seed, device=args.device, out=out,
         data_dir=args.data_dir, stream=args.stream, stop_at=args.stop_at, progress=not args.no_progress,
         precision=args.precision,
     )
+    if args.resume:  # continue the saved run: its own configuration, except what is about this process
+        config = _resumed_config(Path(out, "latest.pt"), config, steps=args.steps)
     from .distributed import distributed_context
 
     try:

@@ -100,3 +100,18 @@ def test_models_and_datasets_listings(capsys):
     assert main(["datasets"]) == 0
     out = capsys.readouterr().out
     assert "bach_chorales" in out and "present" in out
+
+
+def test_cli_resume_equals_an_uninterrupted_run(tmp_path, capsys):
+    common = ["train", "--size", "tiny", "--steps", "10", "--valid-every", "5", "--valid-max-batches", "1",
+              "--no-progress", "--model-arg", "dropout=0.2"]
+    assert main(common + ["--out", str(tmp_path / "straight")]) == 0
+    assert main(common + ["--out", str(tmp_path / "split"), "--stop-at", "5"]) == 0
+    assert last_json(capsys.readouterr().out)["steps"] == 5
+    assert main(["train", "--resume", "--out", str(tmp_path / "split"), "--no-progress"]) == 0
+    assert last_json(capsys.readouterr().out)["steps"] == 10
+    from pyro_srnn.checkpoint import load_checkpoint
+
+    a = load_checkpoint(tmp_path / "straight" / "latest.pt")["model_state"]
+    b = load_checkpoint(tmp_path / "split" / "latest.pt")["model_state"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
