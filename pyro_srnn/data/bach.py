@@ -42,13 +42,13 @@ def chorale_names() -> list[str]:
     return sorted(str(n) for n in corpus.chorales.Iterator(returnType="filename"))
 
 
-def score_to_roll(score) -> np.ndarray:
-    """A music21 score → ``(steps, 88)`` binary roll at quarter-note steps."""
-    length = int(np.ceil(float(score.highestTime)))
+def score_to_roll(score, steps_per_quarter: int = 1) -> np.ndarray:
+    """A music21 score → ``(steps, 88)`` binary roll, ``steps_per_quarter`` steps per quarter note."""
+    length = int(np.ceil(float(score.highestTime) * steps_per_quarter))
     roll = np.zeros((max(length, 1), NUM_KEYS), dtype=np.float32)
     for element in score.recurse().notes:
-        onset = float(element.getOffsetInHierarchy(score))
-        end = onset + float(element.duration.quarterLength)
+        onset = float(element.getOffsetInHierarchy(score)) * steps_per_quarter
+        end = onset + float(element.duration.quarterLength) * steps_per_quarter
         first, last = int(np.ceil(onset - 1e-6)), int(np.ceil(end - 1e-6))  # steps k with onset ≤ k < end
         for pitch in element.pitches:
             key = pitch.midi - LOWEST_MIDI
@@ -124,14 +124,16 @@ def load_bach_chorales(data_dir: str | None = None, *, max_pieces: int | None = 
                            info={"cache": str(path), "from_cache": False, "pieces": len(kept)})
 
 
-def _convert_all(names, workers=None, progress=True):
+def _convert_all(names, workers=None, progress=True, convert=None, desc="bach_chorales: converting"):
+    """``convert`` (default :func:`convert_chorale`) over ``names``, in ``workers`` processes when many."""
     from tqdm.auto import tqdm
 
+    convert = convert_chorale if convert is None else convert
     workers = workers if workers is not None else min(2, os.cpu_count() or 1)
     if workers > 1 and len(names) > 8:
         import multiprocessing as mp
 
         with mp.get_context("spawn").Pool(workers) as pool:
-            it = pool.imap(convert_chorale, names, chunksize=4)
-            return list(tqdm(it, total=len(names), desc="bach_chorales: converting", disable=not progress))
-    return [convert_chorale(n) for n in tqdm(names, desc="bach_chorales: converting", disable=not progress)]
+            it = pool.imap(convert, names, chunksize=4)
+            return list(tqdm(it, total=len(names), desc=desc, disable=not progress))
+    return [convert(n) for n in tqdm(names, desc=desc, disable=not progress)]
