@@ -1,0 +1,323 @@
+"""Training-step time of every registered model: the package's Pyro SVI path against plain PyTorch.
+
+For each model of ``pyro_srnn.models.MODELS`` (with its default guide) and each
+configuration, one process builds the model and guide once and times two training
+steps on the SAME module instances and the SAME batch:
+
+* **pyro** — exactly what ``Trainer.train_step`` does: ``make_elbo(estimator)(model,
+  guide)`` (a ``Trace_ELBO`` ``nn.Module``), ``(loss / num_values).backward()``,
+  ``clip_grad_norm_(params, 0.5)``, ``torch.optim.Adam.step()``;
+* **torch** — the hand-written loss of ``benchmarks/_torch_losses.py`` (the same
+  negative ELBO in plain torch), then the same backward, clipping and Adam step.
+
+Before timing, both losses are computed once with the same torch seed (eval mode, so
+only the latent noise is random) and asserted equal. The two steps are then
+interleaved (the order alternates every repetition) and the median of ``--reps``
+repetitions after ``--warmup`` is reported; ``ratio = pyro_ms / torch_ms``.
+
+Targets: ratio ≤ 1.05 when all latents of a chunk are drawn at once (or there are
+none), ≤ 1.15 when the latent path is drawn step by step (``SequenceNormal`` with a
+sampler: VRNN, Z-forcing, Fraccaro's SRNN, DMM).
+
+Configurations (synthetic data of the right shape: Bernoulli keys at rate 0.1, or
+standard-normal audio):
+
+* ``midi`` — batch 16, T 100, L 88, the model's study MIDI preset (``--quick``: ``small``);
+* ``speech`` — batch 32, T 40, L 200, the model's ``small`` preset (reduced speech: the
+  study's 17M-parameter speech models take several seconds a step on 2 cores).
+
+Flat models (``*-flat``: one LSTM step per value) run over ``T · L`` values; they use
+``flat_T`` steps instead (speech 10 steps = 2000 samples, the study's flat chunk;
+MIDI 20 steps = 1760 keys) so one step stays within seconds on 2 cores.
+
+Usage::
+
+    python benchmarks/bench_step.py             # full: reps 15, study MIDI presets
+    python benchmarks/bench_step.py --quick     # every model, small sizes, reps 10
+    python benchmarks/bench_step.py --models f-rnn vrnn --configs midi
+
+Writes ``benchmarks/results/bench_step[_quick].csv`` and prints the table.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import pyro  # noqa: E402
+
+from pyro_srnn.data.batch import SequenceBatch  # noqa: E402
+from pyro_srnn.data.core import DataSpec  # noqa: E402
+from pyro_srnn.infer import make_elbo  # noqa: E402
+from pyro_srnn.models import MODELS, build_guide, build_model, model_names  # noqa: E402
+
+from _torch_losses import TORCH_LOSSES  # noqa: E402
+
+CONFIGS = {
+    "midi": dict(batch=16, T=100, L=88, family="bernoulli", domain="midi", size="midi", quick_size="small",
+                 flat_T=20),
+    "speech": dict(batch=32, T=40, L=200, family="gaussian", domain="speech", size="small", quick_size="small",
+                   flat_T=10),
+}
+TARGET_AT_ONCE = 1.05
+TARGET_SEQUENTIAL = 1.15
+CLIP_NORM = 0.5
+
+
+# ---------------------------------------------------------------- machine
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(device: str = "cpu") -> dict:
+    info = {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "pyro": pyro.__version__,
+        "python": platform.python_version(),
+        "device": device,
+        "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "timestamp": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return info
+
+
+# ---------------------------------------------------------------- data
+
+def make_spec(config: dict) -> DataSpec:
+    return DataSpec(name=f"bench-{config['domain']}", step_dim=config["L"], family=config["family"],
+                    domain=config["domain"], chunk_len=config["T"])
+
+
+def synthetic_batch(config: dict, seed: int = 0, device="cpu") -> SequenceBatch:
+    """A full batch of the configuration's shape (one step more, shifted into inputs/targets)."""
+    g = torch.Generator().manual_seed(seed)
+    B, T, L = config["batch"], config["T"], config["L"]
+    if config["family"] == "bernoulli":
+        seq = (torch.rand(B, T + 1, L, generator=g) < 0.1).float()
+    elif config["family"] == "handwriting":
+        pen = (torch.rand(B, T + 1, 1, generator=g) < 0.1).float()
+        seq = torch.cat([pen, torch.randn(B, T + 1, 2, generator=g)], dim=-1)
+    else:
+        seq = torch.randn(B, T + 1, L, generator=g)
+    mask = torch.ones(B, T, dtype=torch.bool)
+    return SequenceBatch(seq[:, :-1].contiguous(), seq[:, 1:].contiguous(), mask).to(device)
+
+
+def fresh(batch: SequenceBatch) -> SequenceBatch:
+    """Same tensors, empty feature cache (each training step computes its shared features anew)."""
+    return SequenceBatch(batch.inputs, batch.targets, batch.mask, batch.seq_ids)
+
+
+# ---------------------------------------------------------------- steps
+
+def latent_is_sequential(model, guide, batch) -> bool:
+    """True when the guide's latent path is drawn step by step (a ``SequenceNormal`` with a sampler)."""
+    if not model.has_latent:
+        return False
+    with torch.no_grad():
+        trace = pyro.poutine.trace(guide).get_trace(fresh(batch))
+    for site in trace.nodes.values():
+        if site["type"] == "sample" and not site["is_observed"]:
+            fn = site["fn"]
+            while hasattr(fn, "base_dist"):
+                fn = fn.base_dist
+            if getattr(fn, "sequential", False):
+                return True
+    return False
+
+
+class StepRunner:
+    """One training step, Pyro path or torch path, on shared modules with separate Adam states."""
+
+    def __init__(self, model, guide, loss_fn, params, lr=1e-3):
+        self.model, self.guide, self.loss_fn, self.params = model, guide, loss_fn, params
+        self.optimizer = torch.optim.Adam(params, lr=lr)
+
+    def step(self, batch, kl_scale):
+        batch = fresh(batch)
+        loss = self.loss_fn(batch, kl_scale)
+        (loss / max(batch.num_scored_values, 1)).backward()
+        torch.nn.utils.clip_grad_norm_(self.params, CLIP_NORM)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+
+def _sync(device):
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def check_losses_agree(model, guide, elbo_module, torch_loss, batch, kl_scale, seed=123, rtol=1e-4):
+    """Both losses with the same noise (eval mode: only latent noise is random); returns (pyro, torch)."""
+    model.eval()
+    guide.eval()
+    try:
+        with torch.no_grad():
+            torch.manual_seed(seed)
+            lp = float(elbo_module(fresh(batch), kl_scale=kl_scale))
+            torch.manual_seed(seed)
+            lt = float(torch_loss(model, guide, fresh(batch), kl_scale))
+    finally:
+        model.train()
+        guide.train()
+    if not abs(lp - lt) <= rtol * max(abs(lp), abs(lt), 1.0):
+        raise AssertionError(f"{model.name}/{guide.name}: Pyro loss {lp:.6f} != hand-written torch loss {lt:.6f}")
+    return lp, lt
+
+
+def bench_model(name: str, config_name: str, config: dict, *, size: str, reps: int, warmup: int,
+                estimator: str = "trace", device: str = "cpu", seed: int = 0) -> dict:
+    if name.endswith("-flat"):
+        config = dict(config, T=config["flat_T"])
+    spec = make_spec(config)
+    pyro.set_rng_seed(seed)
+    model = build_model(name, spec, size).to(device)
+    guide = build_guide(None, model).to(device)
+    row = {"model": name, "guide": guide.name, "config": config_name, "size": size, "batch": config["batch"],
+           "T": config["T"], "L": config["L"], "estimator": estimator,
+           "params": sum(p.numel() for p in model.parameters()) + sum(p.numel() for p in guide.parameters())}
+    batch = synthetic_batch(config, seed, device)
+    sequential = latent_is_sequential(model, guide, batch)
+    row["sequential_latent"] = sequential
+    row["target"] = TARGET_SEQUENTIAL if sequential else TARGET_AT_ONCE
+    torch_loss = TORCH_LOSSES.get((name, guide.name))
+    if torch_loss is None:
+        row["status"] = "missing hand-written loss"
+        return row
+    elbo_module = make_elbo(estimator)(model, guide)
+    params = [p for p in elbo_module.parameters() if p.requires_grad]
+    kl_scale = 0.5 if model.has_latent else 1.0
+    lp, lt = check_losses_agree(model, guide, elbo_module, torch_loss, batch, kl_scale)
+    row["loss_pyro"], row["loss_torch"] = lp, lt
+
+    runners = {
+        "pyro": StepRunner(model, guide, lambda b, s: elbo_module(b, kl_scale=s), params),
+        "torch": StepRunner(model, guide, lambda b, s: torch_loss(model, guide, b, s), params),
+    }
+    times = {"pyro": [], "torch": []}
+    model.train()
+    guide.train()
+    for i in range(warmup + reps):
+        order = ("pyro", "torch") if i % 2 == 0 else ("torch", "pyro")
+        for which in order:
+            _sync(device)
+            t0 = time.perf_counter()
+            runners[which].step(batch, kl_scale)
+            _sync(device)
+            if i >= warmup:
+                times[which].append(time.perf_counter() - t0)
+    row["pyro_ms"] = 1e3 * statistics.median(times["pyro"])
+    row["torch_ms"] = 1e3 * statistics.median(times["torch"])
+    row["ratio"] = row["pyro_ms"] / row["torch_ms"]
+    row["over_target"] = bool(row["ratio"] > row["target"])
+    row["reps"] = reps
+    row["status"] = "ok"
+    return row
+
+
+def run(models=None, configs=None, *, quick=False, size=None, reps=None, warmup=None, estimator="trace",
+        device="cpu", out=None, verbose=True):
+    """Benchmark ``models`` × ``configs``; returns a pandas DataFrame (also written to CSV when ``out``)."""
+    import pandas as pd
+
+    all_models = model_names()  # imports the registry, so MODELS is complete
+    models = models or all_models
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        raise SystemExit(f"unknown model(s) {unknown}; registered: {all_models}")
+    configs = configs or list(CONFIGS)
+    reps = reps if reps is not None else (10 if quick else 15)
+    warmup = warmup if warmup is not None else 2
+    info = machine_info(device)
+    rows = []
+    for config_name in configs:
+        config = CONFIGS[config_name]
+        for name in models:
+            sz = size or (config["quick_size"] if quick else config["size"])
+            t0 = time.perf_counter()
+            try:
+                row = bench_model(name, config_name, config, size=sz, reps=reps, warmup=warmup,
+                                  estimator=estimator, device=device)
+            except AssertionError:
+                raise
+            except Exception as e:  # a model that cannot be built at this config is reported, not hidden
+                row = {"model": name, "config": config_name, "size": sz, "status": f"error: {type(e).__name__}: {e}"}
+            row["bench_s"] = round(time.perf_counter() - t0, 1)
+            row.update(info)
+            rows.append(row)
+            if verbose:
+                shown = {k: row.get(k) for k in ("model", "guide", "config", "pyro_ms", "torch_ms", "ratio", "status")}
+                print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()),
+                      flush=True)
+    frame = pd.DataFrame(rows)
+    lead = ["model", "guide", "config", "size", "pyro_ms", "torch_ms", "ratio", "target", "over_target",
+            "status", "sequential_latent", "params", "batch", "T", "L", "estimator", "reps", "loss_pyro",
+            "loss_torch", "bench_s"]
+    frame = frame[[c for c in lead if c in frame] + [c for c in frame if c not in lead]]
+    if out:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(out, index=False)
+    return frame
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="every model at small sizes, 10 repetitions")
+    p.add_argument("--models", nargs="*", default=None)
+    p.add_argument("--configs", nargs="*", default=None, choices=list(CONFIGS))
+    p.add_argument("--size", default=None, help="override the preset size (tiny, small, midi, ...)")
+    p.add_argument("--reps", type=int, default=None)
+    p.add_argument("--warmup", type=int, default=None)
+    p.add_argument("--estimator", default="trace", choices=["trace", "meanfield"])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--out", default=None, help="CSV path (default benchmarks/results/bench_step[_quick].csv)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = args.out or HERE / "results" / ("bench_step_quick.csv" if args.quick else "bench_step.csv")
+    frame = run(args.models, args.configs, quick=args.quick, size=args.size, reps=args.reps, warmup=args.warmup,
+                estimator=args.estimator, device=args.device, out=out)
+    import pandas as pd
+
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        cols = [c for c in ("model", "guide", "config", "size", "pyro_ms", "torch_ms", "ratio", "target",
+                            "over_target", "status") if c in frame]
+        print(frame[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    info = machine_info(args.device)
+    print(f"\nmachine: {info['cpu']}, {info['cores']} cores, torch {info['torch']} ({info['threads']} threads), "
+          f"pyro {info['pyro']}, load average {info['load_avg_1m']}; CSV: {out}")
+    missing = frame[frame["status"] != "ok"]["model"].tolist() if "status" in frame else []
+    if missing:
+        print(f"not timed: {sorted(set(missing))}")
+    return frame
+
+
+if __name__ == "__main__":
+    main()
