@@ -63,11 +63,14 @@ def write_wav(frames: np.ndarray, path: Path, sample_rate: int = 16000, mean: fl
         sf.write(str(tmp), audio, sample_rate, subtype="PCM_16", format="WAV")
 
 
-def plot_handwriting(steps: np.ndarray, path: Path, scale: float = 1.0) -> None:
-    """``(steps, 3)`` (pen, dx, dy) → pen trajectory PNG; pen = 1 lifts the pen after the point."""
+def plot_handwriting(steps: np.ndarray, path: Path, scale: float = 1.0, offset_mean=(0.0, 0.0)) -> None:
+    """``(steps, 3)`` (pen, dx, dy) → pen trajectory PNG; pen = 1 lifts the pen after the point.
+
+    Normalised offsets are mapped back with ``Δ·scale + offset_mean`` before summing.
+    """
     plt = _figure()
     fig, ax = plt.subplots(figsize=(8, 2.5))
-    xy = np.cumsum(steps[:, 1:] * scale, axis=0)
+    xy = np.cumsum(steps[:, 1:] * scale + np.asarray(offset_mean, dtype=np.float64), axis=0)
     start = 0
     for i, pen in enumerate(steps[:, 0]):
         if pen > 0.5 or i == len(steps) - 1:
