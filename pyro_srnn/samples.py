@@ -32,9 +32,12 @@ def roll_to_midi(roll: np.ndarray, path: Path, step_seconds: float = 0.25, progr
 
 
 def _figure():
+    import sys
+
     import matplotlib
 
-    matplotlib.use("Agg", force=False)
+    if "matplotlib.pyplot" not in sys.modules:  # keep a notebook's (inline) backend when pyplot is in use
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt

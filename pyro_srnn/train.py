@@ -233,7 +233,10 @@ class Trainer:
 
     def fit(self) -> dict:
         """Train until ``config.steps`` (or ``config.stop_at``); returns the last metrics row."""
-        from tqdm.auto import tqdm
+        if self.config.progress:
+            from tqdm.auto import tqdm
+        else:  # tqdm.auto warns in notebooks without ipywidgets, even for a disabled bar
+            from tqdm import tqdm
 
         cfg = self.config
         if self.is_main:
@@ -296,9 +299,12 @@ class Trainer:
 
 
 def plot_curves(frame, path: Path, title: str = "", unit: str = "time step") -> None:
+    import sys
+
     import matplotlib
 
-    matplotlib.use("Agg", force=False)
+    if "matplotlib.pyplot" not in sys.modules:  # keep a notebook's (inline) backend when pyplot is in use
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
