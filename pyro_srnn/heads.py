@@ -34,7 +34,7 @@ from pyro.distributions.torch_distribution import TorchDistribution
 from torch.distributions import constraints
 
 __all__ = ["OutputHead", "BernoulliHead", "GaussianMixtureHead", "HandwritingHead", "make_head",
-           "StepMixture"]
+           "StepMixture", "SubsetHead", "ProductOfValues", "make_subset_head"]
 
 
 class OutputHead(nn.Module):
@@ -144,6 +144,58 @@ class HandwritingHead(OutputHead):
         if index == 0:
             return dist.Bernoulli(logits=params[..., 0], validate_args=False)
         return _mixture(params, self.log_std_min)
+
+
+class ProductOfValues(TorchDistribution):
+    """Independent 1-D densities, one per value: batch ``(...)``, event ``(n,)``."""
+
+    arg_constraints = {}
+    support = constraints.independent(constraints.real, 1)
+
+    def __init__(self, values: list):
+        self.values = list(values)
+        super().__init__(batch_shape=self.values[0].batch_shape, event_shape=torch.Size([len(self.values)]),
+                         validate_args=False)
+
+    def log_prob(self, value):
+        return sum(d.log_prob(value[..., j]) for j, d in enumerate(self.values))
+
+    def sample(self, sample_shape=torch.Size()):
+        return torch.stack([d.sample(sample_shape) for d in self.values], dim=-1)
+
+    def expand(self, batch_shape, _instance=None):
+        return ProductOfValues([d.expand(batch_shape) for d in self.values])
+
+
+class SubsetHead(OutputHead):
+    """The values of a fixed subset ``positions`` of a step, each with its own family.
+
+    For steps whose values differ in type (handwriting: pen bit, dx, dy), a model that
+    splits a step into groups (δ-RNN) needs a head over each group; value ``j`` of the
+    group is value ``positions[j]`` of the step and uses the step head's
+    ``value_distribution`` for that position.
+    """
+
+    def __init__(self, in_dim, step_head: OutputHead, positions):
+        self.params_per_value = step_head.params_per_value
+        super().__init__(in_dim, len(positions))
+        self.step_head = step_head
+        self.positions = [int(i) for i in positions]
+
+    def distribution(self, params):
+        return ProductOfValues([self.step_head.value_distribution(params[..., j, :], i)
+                                for j, i in enumerate(self.positions)])
+
+    def value_distribution(self, params, index):
+        return self.step_head.value_distribution(params, self.positions[index])
+
+
+def make_subset_head(family: str, in_dim: int | None, step_dim: int, positions, num_components: int | None = None
+                     ) -> OutputHead:
+    """A head over the values ``positions`` of an ``L = step_dim`` step (same family per value unless handwriting)."""
+    if family != "handwriting":  # every value has the same density family: a plain head of that size
+        return make_head(family, in_dim, len(positions), num_components)
+    return SubsetHead(in_dim, make_head(family, None, step_dim, num_components), positions)
 
 
 def make_head(family: str, in_dim: int | None, step_dim: int, num_components: int | None = None) -> OutputHead:

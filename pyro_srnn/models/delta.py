@@ -48,7 +48,7 @@ from torch import nn
 from torch.distributions import constraints
 
 from ..distributions import masked_sequence
-from ..heads import make_head
+from ..heads import make_subset_head
 from ..nn import ForwardRNN, GaussianLayer
 from .base import SequenceGuide, SequenceModel, register_guide, register_model
 
@@ -140,17 +140,16 @@ class _DeltaBase(SequenceModel):
         "small": dict(hidden=256, num_layers=1, embed=128, dropout=0.0),
         # study (SPEC §6, ref code rnn_random): the F-RNN trunk + δ split, d_leak = L/4.
         # speech 2-layer LSTM 750, embedding 512, 20 components, d_leak 50 (18.57M);
-        # MIDI LSTM 256, embedding 256, d_leak 11 (0.71M); no handwriting δ-RNN in the study
+        # MIDI LSTM 256, embedding 256, d_leak 11 (0.71M); no handwriting δ-RNN in the study:
+        # the F-RNN trunk of handwriting with the pen bit as x^a (interleave, stride 3)
         "speech": dict(hidden=750, num_layers=2, embed=512, dropout=0.0, num_components=20, d_leak=50),
         "midi": dict(hidden=256, num_layers=1, embed=256, dropout=0.5, d_leak=11),
-        "handwriting": dict(hidden=256, num_layers=2, embed=128, dropout=0.5, d_leak=1),
+        "handwriting": dict(hidden=256, num_layers=2, embed=128, dropout=0.5, num_components=5,
+                            split="interleave", stride=3),
     }
 
     def __init__(self, spec, hidden=256, num_layers=1, embed=None, dropout=0.0, num_components=None,
                  split="random", d_leak=None, stride=2, split_seed=0):
-        if spec.family == "handwriting":
-            raise ValueError(f"{self.name}: the δ split needs steps whose values share one family; handwriting "
-                             "steps mix a pen bit and offsets (the study has no handwriting δ-RNN)")
         super().__init__(spec, hidden=hidden, num_layers=num_layers, embed=embed, dropout=dropout,
                          num_components=num_components, split=split, d_leak=d_leak, stride=stride,
                          split_seed=split_seed)
@@ -158,12 +157,15 @@ class _DeltaBase(SequenceModel):
         da, db = self.delta_split.d_leak, spec.step_dim - self.delta_split.d_leak
         self.rnn = ForwardRNN(spec.step_dim, hidden, num_layers, embed=embed, dropout=dropout)
         self.drop = nn.Dropout(dropout) if dropout else nn.Identity()
-        self.leak_head = make_head(spec.family, hidden, da, num_components)
+        L = spec.step_dim
+        self.leak_head = make_subset_head(spec.family, hidden, L, self.delta_split.leak_index.tolist(),
+                                          num_components)
         self.rest_net = nn.Sequential(
             nn.Linear(hidden + da, hidden, bias=False), nn.LayerNorm(hidden), nn.ReLU(),
             nn.Linear(hidden, hidden, bias=False), nn.LayerNorm(hidden), nn.ReLU(),
         )
-        self.rest_head = make_head(spec.family, hidden, db, num_components)
+        self.rest_head = make_subset_head(spec.family, hidden, L, self.delta_split.rest_index.tolist(),
+                                          num_components)
 
     @property
     def d_leak(self) -> int:
