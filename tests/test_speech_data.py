@@ -67,11 +67,16 @@ def test_timit_reads_the_sphere_tree_in_whole_frames(timit):
 
 def test_timit_normalises_with_one_global_train_mean_and_std(timit, cache):
     ds = load_timit(timit, progress=False)
-    train_raw = np.concatenate([raw_frames(timit / f) for f in ds.info["files"]["train"]])
-    assert ds.info["mean"] == pytest.approx(train_raw.mean(), abs=1e-9)
-    assert ds.info["std"] == pytest.approx(train_raw.std(), rel=1e-9)
-    values = np.concatenate(ds.train).astype(np.float64)
-    assert values.mean() == pytest.approx(0.0, abs=1e-5) and values.std() == pytest.approx(1.0, rel=1e-5)
+    # every sample of the training waveforms, partial last frames included (as the ref code)
+    train_raw = np.concatenate([sf.read(str(timit / f), dtype="float64")[0] for f in ds.info["files"]["train"]])
+    assert len(train_raw) > 200 * sum(len(s) for s in ds.train)
+    assert ds.info["mean"] == pytest.approx(train_raw.mean(), abs=1e-12)
+    assert ds.info["std"] == pytest.approx(train_raw.std(), rel=1e-10)
+    values = np.concatenate(ds.train).astype(np.float64)  # whole frames only: close to, not exactly, 0 and 1
+    assert values.mean() == pytest.approx(0.0, abs=0.05) and values.std() == pytest.approx(1.0, rel=0.05)
+    frames = np.concatenate([raw_frames(timit / f) for f in ds.info["files"]["train"]])
+    np.testing.assert_allclose(values, ((frames - train_raw.mean()) / train_raw.std()).reshape(values.shape),
+                               atol=1e-5)
     # the statistics are stored in the cache, not recomputed on load
     again = load_timit(timit, progress=False)
     assert again.info["from_cache"] and again.info["mean"] == pytest.approx(ds.info["mean"], abs=1e-15)
@@ -144,6 +149,15 @@ def test_perm_timit_applies_the_fixed_permutation_inside_every_frame(timit):
                 np.testing.assert_array_equal(y[:, j], x[:, perm[j]])
             np.testing.assert_array_equal(y, x[:, perm])
             assert not np.array_equal(x, y)
+
+    # the ref code's torch permutation, on request
+    torch_perm = load_perm_timit(timit, progress=False, permutation="torch")
+    import torch
+
+    torch.manual_seed(123456)
+    ref = torch.randperm(200).numpy()
+    np.testing.assert_array_equal(torch_perm.info["permutation_indices"], ref)
+    np.testing.assert_array_equal(torch_perm.train[0], plain.train[0][:, ref])
 
 
 # --------------------------------------------------------------------------- TIMIT: bad input
@@ -298,11 +312,26 @@ def test_vctk_follows_the_split_lists_when_present(tmp_path):
     assert stems == {"train": ["p225_001", "p225_002", "p226_001", "p226_002", "p226_003"],
                      "valid": ["p225_003", "p226_004"], "test": ["p225_004", "p225_005", "p226_005"]}
     (root / "test.lst").write_text("p225_004\np999_001\n")
-    with pytest.raises(DataError, match=r"test\.lst names 1 utterance\(s\) not found.*p999_001"):
+    with pytest.raises(DataError, match=r"test\.lst names 1 file\(s\) not found.*p999_001"):
+        load_vctk(root, progress=False)
+    (root / "test.lst").write_text("p225_004\np225_003\n")
+    with pytest.raises(DataError, match=r"'p225_003' is listed in both valid\.lst and test\.lst"):
         load_vctk(root, progress=False)
     (root / "test.lst").unlink()
     with pytest.raises(DataError, match=r"split lists incomplete.*test\.lst missing"):
         load_vctk(root, progress=False)
+
+
+def test_vctk_reads_the_ref_codes_list_files(tmp_path):
+    root = make_vctk(tmp_path / "vctk")
+    # the ref code's datasets/vctk/*_files_list.txt: one file name per line
+    (root / "train_files_list.txt").write_text("".join(f"p22{s}_00{u}.wav\n" for s in (5, 6) for u in (1, 2, 3, 4)))
+    (root / "valid_files_list.txt").write_text("p225_005.wav\n")
+    (root / "test_files_list.txt").write_text("p226_005.wav\n")
+    ds = load_vctk(root, progress=False)
+    assert [Path(f).name for f in ds.info["files"]["valid"]] == ["p225_005.wav"]
+    assert [Path(f).name for f in ds.info["files"]["test"]] == ["p226_005.wav"]
+    assert len(ds.train) == 8
 
 
 def test_vctk_without_wav48_names_the_expected_layout(tmp_path):
@@ -328,6 +357,18 @@ def test_blizzard_chapters_split_by_chapter(tmp_path):
             decoded, rate = sf.read(str(root / rel), dtype="float64")
             assert rate == 16000 and seq.shape == (len(decoded) // 200, 200)
     assert ds.spec.metric_divisor(num_steps=40, num_sequences=1) == pytest.approx(1.0)  # 40*200 = 8000 values
+
+
+def test_blizzard_follows_the_ref_codes_chapter_lists(tmp_path):
+    root = make_blizzard(tmp_path / "blizzard", chapters=4)
+    stems = sorted(p.stem for p in root.rglob("chapter*"))
+    # the ref code's datasets/blizzard/*_file_list.txt name the converted tensors: <chapter>.wav.t7
+    (root / "train_file_list.txt").write_text(f"{stems[0]}.wav.t7\n{stems[1]}.wav.t7\n")
+    (root / "valid_file_list.txt").write_text(f"{stems[2]}.wav.t7\n")
+    (root / "test_file_list.txt").write_text(f"{stems[3]}.wav.t7\n")
+    ds = load_blizzard(root, progress=False)
+    assert [Path(f).stem for f in ds.info["files"]["train"]] == stems[:2]
+    assert [Path(f).stem for f in ds.info["files"]["test"]] == stems[3:]
 
 
 # --------------------------------------------------------------------------- audio folder, G.722, Asterisk

@@ -12,8 +12,9 @@ conventions:
   trailing partial frame of every file is dropped ("truncated to whole frames").
   Files shorter than two frames cannot contribute a scored step and are skipped (listed
   in ``info["skipped_short"]``).
-* **normalisation**: one global mean :math:`\mu` and standard deviation :math:`\sigma` of
-  every training sample (after framing), applied to all splits: :math:`(x-\mu)/\sigma`.
+* **normalisation**: one global mean :math:`\mu` and standard deviation :math:`\sigma`
+  (ddof 0) of every sample of the training waveforms (before partial frames are dropped, as in
+  the ref code), applied to all splits: :math:`(x-\mu)/\sigma`.
   Both are stored in the cache and in ``SequenceDataset.info["mean"/"std"]``
   (samples use them to write audible ``.wav`` files).
 * **chunks**: 40 steps (8000 samples) for the frame models, 2000 samples for the flat ones.
@@ -30,7 +31,8 @@ name            on disk                             split                       
 ``vctk``        ``wav48/<speaker>/*.wav``           ``train.lst``/``valid.lst``/``test.lst`` audio sample
                                                     if present, else seeded 35,393 : 4,424
                                                     : 4,425 (≈ 80/10/10) of the sorted ids
-``blizzard``    chapter files (mp3, wav, …)         by chapter, seeded 1,023 : 65 : 59    8000 samples
+``blizzard``    chapter files (mp3, wav, …)         chapter lists if present, else by     8000 samples
+                                                    chapter, seeded 1,023 : 65 : 59
 ``audio_folder`` any audio soundfile reads + G.722  ``TRAIN/``+``TEST/`` if present, else 20 % utterance
                                                     test, then 5 % of the rest to valid
 ``asterisk_prompts`` ``en_US_f_Allison/**/*.g722``  as ``audio_folder``                   utterance
@@ -41,9 +43,23 @@ name            on disk                             split                       
 generator, so the permutation is the same on every numpy version): the permuted frame is
 ``frame[perm]``, i.e. new position ``j`` holds old position ``perm[j]``.
 
-**VCTK split lists** (optional, in the data directory): ``train.lst``, ``valid.lst`` and
-``test.lst``, one utterance id per line — the file stem, e.g. ``p225_001`` — blank lines and
-lines starting with ``#`` ignored. Either all three are present or none.
+**Split lists** (VCTK and Blizzard, optional, in the data directory): ``train.lst``,
+``valid.lst`` and ``test.lst``, or the ref code's own files (VCTK ``train_files_list.txt``,
+``valid_files_list.txt``, ``test_files_list.txt``; Blizzard ``train_file_list.txt``,
+``valid_file_list.txt``, ``test_file_list.txt``, from ``speech/datasets/`` of
+github.com/zihangdai/reexamine-srnn). One file per line, named by its stem with or without
+extension (``p225_001``, ``p225_001.wav``, ``chp.01.sam.wav.t7``); blank lines and lines
+starting with ``#`` are ignored. Either all three lists of a kind are present or none. A
+listed file that is missing, or listed twice, is an error; files in no list are left out.
+
+**Differences from the ref code** (github.com/zihangdai/reexamine-srnn, ``speech/*_data.py``),
+all deliberate and small: its TIMIT validation split shuffles the ``os.walk`` order with
+Python's ``random.seed(1234)`` (not reproducible across file systems; here: the sorted list and
+a numpy generator, same count ``int(0.05 * 4620) = 231``); it resamples with ffmpeg (here:
+``resample_poly``); it uses ``torch.std`` (ddof 1; the difference is ~1e-8 relative); it keeps
+the partial last frame of training files in its sample stream (here every file is cut to whole
+frames, as it does for the test files); its Perm-TIMIT permutation is ``torch.randperm`` (here
+numpy's, for stability; ``load_perm_timit(..., permutation="torch")`` gives the torch one).
 
 **G.722** files (``.g722``) are raw, headerless G.722 at 64 kbit/s (as Asterisk ships them);
 they decode to 16 kHz 16-bit mono with PyPI ``G722==1.2.8`` (``pip install pyro-srnn[speech]``),
@@ -104,9 +120,20 @@ def speech_spec(name: str, metric_unit: str) -> DataSpec:
                     metric_unit=metric_unit, flat_chunk_len=FLAT_CHUNK_LEN)
 
 
-def perm_timit_permutation() -> np.ndarray:
-    """The fixed within-frame permutation of Perm-TIMIT: ``RandomState(123456).permutation(200)``."""
-    return np.random.RandomState(PERM_TIMIT_SEED).permutation(FRAME)
+def perm_timit_permutation(generator: str = "numpy") -> np.ndarray:
+    """The fixed within-frame permutation of Perm-TIMIT.
+
+    ``"numpy"`` (default): ``numpy.random.RandomState(123456).permutation(200)``, stable across
+    numpy versions. ``"torch"``: the ref code's ``torch.manual_seed(123456); torch.randperm(200)``
+    (its value depends on torch's CPU generator, so it is offered for comparison only).
+    """
+    if generator == "numpy":
+        return np.random.RandomState(PERM_TIMIT_SEED).permutation(FRAME)
+    if generator == "torch":
+        import torch
+
+        return torch.randperm(FRAME, generator=torch.Generator().manual_seed(PERM_TIMIT_SEED)).numpy()
+    raise ValueError(f"unknown permutation generator {generator!r}; use 'numpy' or 'torch'")
 
 
 # --------------------------------------------------------------------------- reading one file
@@ -272,20 +299,39 @@ def _audio_files(folder: Path, extensions: Iterable[str]) -> list[Path]:
     return sorted(keep)
 
 
+def _combine_moments(a: tuple[int, float, float], wave: np.ndarray) -> tuple[int, float, float]:
+    """Merge (count, mean, sum of squared deviations) with one more waveform (Chan et al. 1979)."""
+    n_a, mean_a, m2_a = a
+    n_b = wave.size
+    mean_b = float(wave.mean(dtype=np.float64))
+    m2_b = float(((wave - mean_b) ** 2).sum(dtype=np.float64))
+    n = n_a + n_b
+    delta = mean_b - mean_a
+    return n, mean_a + delta * n_b / n, m2_a + m2_b + delta * delta * n_a * n_b / n
+
+
 def _convert(name: str, parts: dict[str, list[Path]], root: Path, *, read: Callable[[Path], np.ndarray],
              progress: bool) -> tuple[dict, dict]:
-    """Read, frame and normalise every file of every split; returns (splits, meta)."""
+    """Read, frame and normalise every file of every split; returns (splits, meta).
+
+    The mean and standard deviation (ddof 0) are those of every sample of the training
+    waveforms, before the trailing partial frames are dropped (as the ref code computes them).
+    """
     from tqdm.auto import tqdm
 
     raw: dict[str, list[np.ndarray]] = {}
     ids: dict[str, list[str]] = {}
     skipped: list[str] = []
+    moments = (0, 0.0, 0.0)
     total = sum(len(v) for v in parts.values())
     with tqdm(total=total, desc=f"{name}: converting", disable=not progress) as bar:
         for split, files in parts.items():
             raw[split], ids[split] = [], []
             for path in files:
-                steps = to_frames(read(path))
+                wave = read(path)
+                if split == "train":
+                    moments = _combine_moments(moments, wave)
+                steps = to_frames(wave)
                 bar.update(1)
                 rel = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
                 if len(steps) < 2:
@@ -296,11 +342,8 @@ def _convert(name: str, parts: dict[str, list[Path]], root: Path, *, read: Calla
     if not raw["train"]:
         raise DataError(f"{name}: no training file under {root} is at least two frames "
                         f"({2 * FRAME} samples) long")
-    count = sum(s.size for s in raw["train"])
-    total_sum = sum(float(s.sum(dtype=np.float64)) for s in raw["train"])
-    mean = total_sum / count
-    var = sum(float(((s.astype(np.float64) - mean) ** 2).sum()) for s in raw["train"]) / count
-    std = math.sqrt(var)
+    count, mean, m2 = moments
+    std = math.sqrt(m2 / count)
     if not std > 0:
         raise DataError(f"{name}: the training audio under {root} is constant (standard deviation 0)")
     for seqs in raw.values():
@@ -387,30 +430,83 @@ def load_timit(data_dir: str | os.PathLike | None, *, seed: int = 0, valid_fract
                             _timit_read, refresh=refresh, progress=progress)
 
 
-def load_perm_timit(data_dir: str | os.PathLike | None, **kwargs) -> SequenceDataset:
+def load_perm_timit(data_dir: str | os.PathLike | None, *, permutation: str = "numpy", **kwargs) -> SequenceDataset:
     """Perm-TIMIT: TIMIT (same cache) with :func:`perm_timit_permutation` applied inside every frame."""
     timit = load_timit(data_dir, **kwargs)
-    perm = perm_timit_permutation()
+    perm = perm_timit_permutation(permutation)
     splits = {s: [np.ascontiguousarray(x[:, perm]) for x in timit.split(s)] for s in ("train", "valid", "test")}
-    info = dict(timit.info, permutation_seed=PERM_TIMIT_SEED,
-                permutation="numpy.random.RandomState(123456).permutation(200); permuted frame = frame[perm]")
+    described = {"numpy": "numpy.random.RandomState(123456).permutation(200)",
+                 "torch": "torch.randperm(200) after torch.manual_seed(123456)"}[permutation]
+    info = dict(timit.info, permutation_seed=PERM_TIMIT_SEED, permutation_indices=perm.tolist(),
+                permutation=f"{described}; permuted frame = frame[perm]")
     return SequenceDataset(speech_spec("perm_timit", "utterance"), splits["train"], splits["valid"],
                            splits["test"], info=info)
+
+
+# --------------------------------------------------------------------------- split lists (VCTK, Blizzard)
+
+def _list_id(entry: str) -> str:
+    """A list entry → the file stem it names: ``p225_001.wav`` → ``p225_001``,
+    ``chp.01.sam.wav.t7`` (the ref code's Blizzard lists) → ``chp.01.sam``."""
+    entry = entry.strip()
+    if entry.lower().endswith(".t7"):
+        entry = entry[:-3]
+    stem, dot, ext = entry.rpartition(".")
+    return stem if dot and "." + ext.lower() in AUDIO_EXTENSIONS else entry
+
+
+def _find_lists(name: str, root: Path, options: tuple[tuple[str, str, str], ...]) -> list[Path] | None:
+    """The first complete set of (train, valid, test) list files in ``root``, or None; a partial set is an error."""
+    for names in options:
+        paths = [root / n for n in names]
+        present = [p.exists() for p in paths]
+        if all(present):
+            return paths
+        if any(present):
+            missing = [p.name for p, ok in zip(paths, present) if not ok]
+            raise DataError(f"{name}: split lists incomplete in {root}: {', '.join(missing)} missing "
+                            f"(give all of {', '.join(names)} or none)")
+    return None
+
+
+def _lists_key(lists: list[Path] | None) -> dict:
+    if lists is None:
+        return {"lists": None}
+    return {"lists": [p.name for p in lists],  # their contents decide the split: part of the cache key
+            "lists_sha256": hashlib.sha256(b"".join(p.read_bytes() for p in lists)).hexdigest()}
+
+
+def _split_by_lists(name: str, files: list[Path], lists: list[Path]) -> dict[str, list[Path]]:
+    by_id: dict[str, Path] = {}
+    for p in files:
+        if p.stem in by_id:
+            raise DataError(f"{name}: file name {p.stem!r} appears twice ({by_id[p.stem]} and {p}); "
+                            "split lists name files by their stem, which must be unique")
+        by_id[p.stem] = p
+    split, seen = {}, {}
+    for part, lst in zip(("train", "valid", "test"), lists):
+        ids = []
+        for line in lst.read_text().splitlines():
+            if line.strip() and not line.strip().startswith("#"):
+                ids.append(_list_id(line))
+        unknown = [i for i in ids if i not in by_id]
+        if unknown:
+            raise DataError(f"{name}: {lst} names {len(unknown)} file(s) not found under the data directory, "
+                            f"e.g. {unknown[0]!r}")
+        for i in ids:
+            if i in seen:
+                raise DataError(f"{name}: {i!r} is listed in both {seen[i]} and {lst.name}")
+            seen[i] = lst.name
+        split[part] = [by_id[i] for i in ids]
+    return split
 
 
 # --------------------------------------------------------------------------- VCTK
 
 VCTK_EXPECTED = "wav48/<speaker>/*.wav (VCTK-Corpus)"
-VCTK_LISTS = ("train.lst", "valid.lst", "test.lst")
-
-
-def _read_id_list(path: Path) -> list[str]:
-    ids = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            ids.append(line)
-    return ids
+#: accepted split lists: ours, then the ref code's (datasets/vctk/*_files_list.txt, entries like p225_001.wav)
+VCTK_LISTS = (("train.lst", "valid.lst", "test.lst"),
+              ("train_files_list.txt", "valid_files_list.txt", "test_files_list.txt"))
 
 
 def load_vctk(data_dir: str | os.PathLike | None, *, seed: int = 0, refresh: bool = False,
@@ -418,15 +514,7 @@ def load_vctk(data_dir: str | os.PathLike | None, *, seed: int = 0, refresh: boo
     """VCTK: ``wav48/<speaker>/*.wav`` resampled 48 → 16 kHz; the study's split lists when present."""
     spec = speech_spec("vctk", "audio sample")
     root = _source_dir("vctk", data_dir, "PYRO_SRNN_VCTK", VCTK_EXPECTED)
-    lists = [root / n for n in VCTK_LISTS]
-    present = [p.exists() for p in lists]
-    if any(present) and not all(present):
-        missing = [p.name for p, ok in zip(lists, present) if not ok]
-        raise DataError(f"vctk: split lists incomplete in {root}: {', '.join(missing)} missing "
-                        f"(give all of {', '.join(VCTK_LISTS)} or none)")
-    key = {"seed": seed, "proportions": VCTK_SPLIT, "lists": all(present)}
-    if all(present):  # the lists' contents decide the split, so they are part of the key
-        key["lists_sha256"] = hashlib.sha256(b"".join(p.read_bytes() for p in lists)).hexdigest()
+    lists = _find_lists("vctk", root, VCTK_LISTS)
 
     def build():
         wav48 = _find_child(root, "wav48")
@@ -435,48 +523,44 @@ def load_vctk(data_dir: str | os.PathLike | None, *, seed: int = 0, refresh: boo
         files = _audio_files(wav48, (".wav",))
         if not files:
             raise DataError(f"vctk: no .wav files under {wav48} (expected {VCTK_EXPECTED})")
-        by_id = {}
-        for p in files:
-            if p.stem in by_id:
-                raise DataError(f"vctk: utterance id {p.stem!r} appears twice: {by_id[p.stem]} and {p}")
-            by_id[p.stem] = p
-        if all(present):
-            split = {}
-            for name, lst in zip(("train", "valid", "test"), lists):
-                ids = _read_id_list(lst)
-                unknown = [i for i in ids if i not in by_id]
-                if unknown:
-                    raise DataError(f"vctk: {lst} names {len(unknown)} utterance(s) not found under {wav48}, "
-                                    f"e.g. {unknown[0]!r}")
-                split[name] = ids
-        else:
-            split = seeded_split(list(by_id), split_counts(len(by_id), VCTK_SPLIT), seed)
-        return {k: [by_id[i] for i in v] for k, v in split.items()}
+        if lists is not None:
+            return _split_by_lists("vctk", files, lists)
+        ids = [p.relative_to(root).as_posix() for p in files]
+        split = seeded_split(ids, split_counts(len(ids), VCTK_SPLIT), seed)
+        return {k: [root / i for i in v] for k, v in split.items()}
 
+    key = {"seed": seed, "proportions": VCTK_SPLIT, **_lists_key(lists)}
     return _load_or_convert("vctk", spec, root, key, build, read_audio, refresh=refresh, progress=progress)
 
 
 # --------------------------------------------------------------------------- Blizzard
 
 BLIZZARD_EXPECTED = "audiobook chapter files (.mp3 or .wav), one file per chapter (Blizzard Challenge 2013)"
+#: accepted split lists: ours, then the ref code's (datasets/blizzard/*_file_list.txt, entries like chp.01.sam.wav.t7)
+BLIZZARD_LISTS = (("train.lst", "valid.lst", "test.lst"),
+                  ("train_file_list.txt", "valid_file_list.txt", "test_file_list.txt"))
 
 
 def load_blizzard(data_dir: str | os.PathLike | None, *, seed: int = 0, refresh: bool = False,
                   progress: bool = True) -> SequenceDataset:
-    """Blizzard 2013: one audio file per chapter (recursive), split by chapter 1,023 : 65 : 59."""
+    """Blizzard 2013: one audio file per chapter (recursive); the study's chapter lists when present,
+    else a seeded split by chapter in the proportions 1,023 : 65 : 59."""
     spec = speech_spec("blizzard", "8000 samples")
     root = _source_dir("blizzard", data_dir, "PYRO_SRNN_BLIZZARD", BLIZZARD_EXPECTED)
+    lists = _find_lists("blizzard", root, BLIZZARD_LISTS)
 
     def build():
         files = _audio_files(root, SOUNDFILE_EXTENSIONS)
         if not files:
             raise DataError(f"blizzard: no audio files under {root} (expected {BLIZZARD_EXPECTED})")
+        if lists is not None:
+            return _split_by_lists("blizzard", files, lists)
         ids = [p.relative_to(root).as_posix() for p in files]
         split = seeded_split(ids, split_counts(len(ids), BLIZZARD_SPLIT), seed)
         return {k: [root / i for i in v] for k, v in split.items()}
 
-    return _load_or_convert("blizzard", spec, root, {"seed": seed, "proportions": BLIZZARD_SPLIT}, build,
-                            read_audio, refresh=refresh, progress=progress)
+    key = {"seed": seed, "proportions": BLIZZARD_SPLIT, **_lists_key(lists)}
+    return _load_or_convert("blizzard", spec, root, key, build, read_audio, refresh=refresh, progress=progress)
 
 
 # --------------------------------------------------------------------------- any folder, Asterisk prompts
