@@ -30,6 +30,7 @@ from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import BatchSampler, chunk_sequences, load_dataset
 from .data.core import DataSpec, SequenceDataset, atomic_write
 from .distributed import DistContext
+from .precision import check_precision, install_bf16_autocast
 from .evaluate import evaluate_chunks
 from .infer import make_elbo, make_schedule
 from .models import build_guide, build_model
@@ -109,6 +110,7 @@ class Trainer:
         self.device = torch.device(config.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("--device cuda was asked for but no CUDA device is available")
+        check_precision(config.precision, self.device)
 
         self.dataset = dataset if dataset is not None else load_dataset(config.dataset, config.data_dir)
         spec = self.dataset.spec
@@ -122,6 +124,9 @@ class Trainer:
         self.guide: SequenceGuide = build_guide(config.guide, self.model)
         self.model.to(self.device)
         self.guide.to(self.device)
+        # bf16: network layers under autocast, densities and the ELBO in float32 (pyro_srnn.precision)
+        self.precision_hooks = (install_bf16_autocast(self.model, self.guide, device_type=self.device.type)
+                                if config.precision == "bf16" else None)
 
         chunk_len = self.model_chunk_len(spec)
         self.train_chunks = chunk_sequences(self.dataset.train, chunk_len, stream=config.stream,
@@ -198,14 +203,21 @@ class Trainer:
         self.guide.train()
         kl_scale = self.kl_schedule(self.step)
         loss = self.loss_fn(batch, kl_scale=kl_scale)
-        num_values = batch.num_scored_values
-        if self.dist.active:  # normalise by the global count so N ranks == one process on the union
-            counts = self.dist.all_reduce_sum(torch.tensor([float(num_values)], device=self.device))
-            num_values = int(counts.item())
+        num_values, num_steps = batch.num_scored_values, batch.num_scored_steps
+        loss_value = float(loss.detach())
+        recon = self.elbo.last_recon
+        recon = float(recon) if recon is not None else float("nan")
+        if self.dist.active:
+            # one collective: the global counts (normalise by them, so N ranks == one process on the
+            # union of their shards) and the global loss and reconstruction sums (logged by rank 0,
+            # and a non-finite loss on any rank stops every rank)
+            totals = self.dist.all_reduce_sum(torch.tensor(
+                [float(num_values), float(num_steps), loss_value, recon], dtype=torch.float64, device=self.device))
+            num_values, num_steps = int(totals[0]), int(totals[1])
+            loss_value, recon = float(totals[2]), float(totals[3])
         (loss / max(num_values, 1)).backward()
         self.dist.reduce_gradients(self.params)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.config.clip_norm)
-        loss_value = float(loss.detach())
         if not math.isfinite(loss_value) or not bool(torch.isfinite(grad_norm)):
             self.optimizer.zero_grad(set_to_none=True)
             raise TrainingDiverged(
@@ -217,12 +229,10 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()
         self.step += 1
-        recon = self.elbo.last_recon
-        recon = float(recon) if recon is not None else float("nan")
         kl = (-loss_value - recon) / kl_scale if self.model.has_latent else 0.0
         return {"step": self.step, "loss_per_value": loss_value / max(num_values, 1),
-                "nll_per_step": loss_value / max(batch.num_scored_steps, 1),
-                "kl_per_step": kl / max(batch.num_scored_steps, 1), "kl_scale": kl_scale, "lr": lr}
+                "nll_per_step": loss_value / max(num_steps, 1),
+                "kl_per_step": kl / max(num_steps, 1), "kl_scale": kl_scale, "lr": lr}
 
     def validate(self) -> float:
         cfg = self.config
