@@ -17,7 +17,8 @@ bf16 needs no loss scaling (same exponent range as float32).
 
 On CPU, bf16 is refused with a clear error (:func:`check_precision`): CPU bf16
 autocast is slower than float32 on most CPUs and is not a supported training mode
-here. :func:`install_bf16_autocast` itself accepts ``device_type="cpu"`` so that the
+here (oneDNN has no bf16 LSTM kernel on this project's CPUs at all).
+:func:`install_bf16_autocast` itself accepts ``device_type="cpu"`` so that the
 mechanism is tested without a GPU.
 """
 from __future__ import annotations
@@ -62,17 +63,19 @@ class _Handles(list):
         self.clear()
 
 
-def install_bf16_autocast(*modules: nn.Module, device_type: str = "cuda") -> _Handles:
+def install_bf16_autocast(*modules: nn.Module, device_type: str = "cuda", layers=AUTOCAST_LAYERS) -> _Handles:
     """Run every layer of :data:`AUTOCAST_LAYERS` inside ``modules`` in bf16, outputs cast to float32.
 
     Each layer is hooked once even when several modules share it (a guide that
-    reuses the model's layers). Returns handles; ``handles.remove()`` undoes it.
+    reuses the model's layers). ``layers`` narrows the layer types (the CPU test uses
+    ``nn.Linear`` only: oneDNN has no bf16 LSTM on most CPUs). Returns handles;
+    ``handles.remove()`` undoes it.
     """
     handles = _Handles()
     seen: set[int] = set()
     for root in modules:
         for layer in root.modules():
-            if not isinstance(layer, AUTOCAST_LAYERS) or id(layer) in seen:
+            if not isinstance(layer, layers) or id(layer) in seen:
                 continue
             seen.add(id(layer))
             stack: list = []
