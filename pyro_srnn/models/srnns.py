@@ -51,12 +51,12 @@ from torch import nn
 
 from ..distributions import SequenceNormal, masked_sequence
 from ..heads import make_head
-from ..nn import MLP, BackwardRNN, ForwardRNN, GaussianLayer
+from ..nn import BackwardRNN, ForwardRNN, GaussianLayer
 from .base import SequenceGuide, SequenceModel, register_guide, register_model
 
 __all__ = ["StepLSTM", "shift_right", "LatentRecurrence", "LatentSequenceModel", "STORN", "RecurrentLatentModel",
            "VRNN", "ZForcing", "FraccaroSRNN", "VRNNPosterior", "ZForcingPosterior", "FraccaroPosterior",
-           "LATENT_PRESETS"]
+           "LATENT_PRESETS", "vrnn_torch_loss"]
 
 #: sizes shared by the four models. ``speech`` is Z-forcing's Blizzard/TIMIT configuration
 #: (LSTM 1024, embedding 512, MLP 512, d_z 256, Goyal et al. 2017); MIDI and handwriting
@@ -487,3 +487,28 @@ class FraccaroPosterior(SequenceGuide):
                            shape=model.latent_shape(batch), mask=batch.mask)
         with pyro.plate("sequences", batch.batch_size), poutine.scale(scale=kl_scale):
             pyro.sample("z", q)
+
+
+def vrnn_torch_loss(model: VRNN, guide: VRNNPosterior, batch, kl_scale: float = 1.0) -> torch.Tensor:
+    """The negative ELBO of VRNN with its posterior, written by hand in plain PyTorch.
+
+    Same modules and the same random draws in the same order as the Pyro model and guide
+    under ``Trace_ELBO``, so with the same seed both give the same value (tested); used as
+    the speed baseline of the Pyro version (``docs/readme_parts/latent_models.md``).
+    """
+    normal = torch.distributions.Normal
+    ex_prev, ex = model.core.phi_x(batch.inputs), model.core.phi_x(batch.targets)
+    z_prev, state = ex.new_zeros(batch.batch_size, model.z_dim), None
+    vs, zs, log_ratio = [], [], []
+    for t in range(batch.num_steps):
+        v_t, state = model.core.step(ex_prev[:, t], z_prev, state)
+        q_loc, q_scale = guide.net(torch.cat([v_t, ex[:, t]], -1))
+        z_prev = q_loc + q_scale * torch.randn_like(q_loc)
+        p_loc, p_scale = model.prior_net(v_t)
+        log_ratio.append((normal(p_loc, p_scale).log_prob(z_prev) - normal(q_loc, q_scale).log_prob(z_prev)).sum(-1))
+        vs.append(v_t)
+        zs.append(z_prev)
+    v, z = torch.stack(vs, 1), torch.stack(zs, 1)
+    log_x = model.head(model.decoder(torch.cat([v, z], -1))).log_prob(batch.targets)
+    per_step = log_x + kl_scale * torch.stack(log_ratio, 1)
+    return -per_step.masked_fill(~batch.mask, 0.0).sum()
