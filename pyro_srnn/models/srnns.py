@@ -323,7 +323,7 @@ class RecurrentPosterior(SequenceGuide):
     model_class: type = RecurrentLatentModel
 
     def __init__(self, model, mlp=None):
-        mlp = mlp or model.mlp
+        mlp = mlp or getattr(model, "mlp", None)
         super().__init__(model, mlp=mlp)
         self.net = GaussianLayer(model.hidden + self.side_dim(model), model.z_dim, mlp)
 
@@ -448,7 +448,8 @@ class FraccaroPosterior(SequenceGuide):
     prior mean plus a correction (Fraccaro et al. 2016, §3.3 "resq")."""
 
     def __init__(self, model, hidden=None, mlp=None):
-        hidden, mlp = hidden or model.hidden, mlp or model.mlp
+        # sizes default to the model's (read with getattr: the fit is checked by the base class)
+        hidden, mlp = hidden or getattr(model, "hidden", None), mlp or getattr(model, "mlp", None)
         super().__init__(model, hidden=hidden, mlp=mlp)
         self.backward_rnn = BackwardRNN(model.step_dim + model.hidden, hidden)
         self.net = GaussianLayer(hidden + model.z_dim, model.z_dim, mlp)
