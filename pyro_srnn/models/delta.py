@@ -203,10 +203,14 @@ class _DeltaBase(SequenceModel):
 @register_model("delta-rnn", "Proposition 1 as an RNN: p(x_t|x_<t) = p(x^a_t|x_<t) p(x^b_t|x^a_t, x_<t), "
                              "x^a a fixed random subset (or every k-th value)")
 class DeltaRNN(_DeltaBase):
+    def step_distribution(self, batch) -> TwoGroupStep:
+        """``p(x_t | x_<t)`` of every step of the batch: batch ``(B, T)``, event ``(L,)``."""
+        d = self.features(batch)
+        return TwoGroupStep(self.leak_distribution(d), lambda xa: self.rest_distribution(d, xa), self.delta_split)
+
     def forward(self, batch, kl_scale: float = 1.0):
         self.check_batch(batch)
-        d = self.features(batch)
-        step = TwoGroupStep(self.leak_distribution(d), lambda xa: self.rest_distribution(d, xa), self.delta_split)
+        step = self.step_distribution(batch)
         with pyro.plate("sequences", batch.batch_size):
             pyro.sample("x", masked_sequence(step, batch.mask), obs=batch.targets)
 
