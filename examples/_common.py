@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["base_parser", "run_example", "SMOKE"]
+__all__ = ["base_parser", "run_example", "run_script", "SMOKE"]
 
 #: what ``--smoke`` changes (the rest of the code path is the real one)
-SMOKE = dict(size="tiny", steps=3, batch_size=4, max_sequences=(8, 2, 2), num_samples=2, sample_steps=5,
+SMOKE = dict(size="tiny", steps=3, batch_size=4, max_sequences=(8, 2, 2), num_samples=2, sample_steps=2,
              valid_max_batches=1)
 
 
@@ -33,7 +33,9 @@ def base_parser(description: str, study_defaults: dict) -> argparse.ArgumentPars
 
     ``study_defaults`` keys: ``model``, ``steps``, ``batch_size``, and optionally ``guide``,
     ``size`` (default ``"study"``), ``estimator`` (default ``"meanfield"``: the study's
-    single-sample ELBO with analytic KL), ``valid_every``, ``num_samples``, ``sample_steps``, ``out``.
+    single-sample ELBO with analytic KL), ``valid_every``, ``num_samples``, ``sample_steps``, ``out``,
+    ``model_args`` (architecture overrides of the study for its model at ``--size study``), and
+    ``study_*`` entries (the study's reported figures, copied into the summary).
     """
     d = dict(study_defaults)
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -122,8 +124,12 @@ def run_example(args: argparse.Namespace, *, dataset, model: str | None = None, 
         num_samples, sample_steps = SMOKE["num_samples"], SMOKE["sample_steps"]
         valid_max_batches, valid_every = SMOKE["valid_max_batches"], SMOKE["steps"]
     out = Path(args.out or os.path.join("runs", "examples", f"{name}-{model}"))
+    # the study's per-data-set architecture overrides apply to its own model at its own size only
+    model_args = dict(study_defaults.get("model_args", {})) if (
+        model == study_defaults.get("model") and size == "study") else {}
+    model_args.update(_model_args(args.model_arg))
     config = TrainConfig(
-        dataset=name, model=model, guide=args.guide, size=size, model_args=_model_args(args.model_arg),
+        dataset=name, model=model, guide=args.guide, size=size, model_args=model_args,
         steps=steps, batch_size=batch_size, estimator=args.estimator, valid_every=valid_every,
         valid_max_batches=valid_max_batches, seed=args.seed, device=args.device, out=str(out),
         data_dir=args.data_dir, progress=not args.no_progress,
@@ -157,6 +163,16 @@ def _jsonable(value):
     if isinstance(value, (np.integer, np.floating)):
         return value.item()
     return str(value)
+
+
+def run_script(main) -> None:
+    """``if __name__ == "__main__"`` of an example: bad data ends with one clear line, exit code 1."""
+    from pyro_srnn.data import DataError
+
+    try:
+        main()
+    except DataError as e:
+        sys.exit(f"{Path(sys.argv[0]).name}: error: {e}")
 
 
 def examples_dir() -> Path:
