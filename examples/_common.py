@@ -86,6 +86,17 @@ def _trim(dataset, counts):
     return SequenceDataset(dataset.spec, train, valid, test, info=dict(dataset.info))
 
 
+def _accepts(name: str, keyword: str) -> bool:
+    """Whether the registered loader of data set ``name`` takes ``keyword``."""
+    import inspect
+
+    from pyro_srnn.data import DATASETS, ensure_registered
+
+    ensure_registered()
+    entry = DATASETS.get(name)
+    return entry is not None and keyword in inspect.signature(entry.loader).parameters
+
+
 def sample_kwargs_for(dataset) -> dict:
     """How to turn model-space samples back into the data's medium (speech: undo the normalisation)."""
     info = dataset.info or {}
@@ -112,7 +123,10 @@ def run_example(args: argparse.Namespace, *, dataset, model: str | None = None, 
     model = model or args.model
     if isinstance(dataset, str):
         name = dataset
-        dataset = load_dataset(name, args.data_dir, **(load_kwargs or {}))
+        load_kwargs = dict(load_kwargs or {})
+        if args.no_progress and _accepts(name, "progress"):
+            load_kwargs.setdefault("progress", False)
+        dataset = load_dataset(name, args.data_dir, **load_kwargs)
     else:
         name = dataset.spec.name
     size, steps, batch_size = args.size, args.steps, args.batch_size

@@ -430,9 +430,11 @@ def load_timit(data_dir: str | os.PathLike | None, *, seed: int = 0, valid_fract
                             _timit_read, refresh=refresh, progress=progress)
 
 
-def load_perm_timit(data_dir: str | os.PathLike | None, *, permutation: str = "numpy", **kwargs) -> SequenceDataset:
+def load_perm_timit(data_dir: str | os.PathLike | None, *, permutation: str = "numpy", seed: int = 0,
+                    valid_fraction: float = TIMIT_VALID_FRACTION, refresh: bool = False,
+                    progress: bool = True) -> SequenceDataset:
     """Perm-TIMIT: TIMIT (same cache) with :func:`perm_timit_permutation` applied inside every frame."""
-    timit = load_timit(data_dir, **kwargs)
+    timit = load_timit(data_dir, seed=seed, valid_fraction=valid_fraction, refresh=refresh, progress=progress)
     perm = perm_timit_permutation(permutation)
     splits = {s: [np.ascontiguousarray(x[:, perm]) for x in timit.split(s)] for s in ("train", "valid", "test")}
     described = {"numpy": "numpy.random.RandomState(123456).permutation(200)",
@@ -614,7 +616,8 @@ def load_audio_folder(data_dir: str | os.PathLike | None, *, seed: int = 0, exte
     return _load_or_convert(name, spec, root, key, build, read_audio, refresh=refresh, progress=progress)
 
 
-def load_asterisk_prompts(data_dir: str | os.PathLike | None = None, **kwargs) -> SequenceDataset:
+def load_asterisk_prompts(data_dir: str | os.PathLike | None = None, *, seed: int = 0, refresh: bool = False,
+                          progress: bool = True) -> SequenceDataset:
     """The Asterisk English prompts (one speaker, 568 G.722 files, 25.5 min; Debian
     ``asterisk-core-sounds-en-g722``) as an ``audio_folder``: only ``*.g722`` files, the
     ``silence/`` folder (55 s of near-silence) left out."""
@@ -623,7 +626,8 @@ def load_asterisk_prompts(data_dir: str | os.PathLike | None = None, **kwargs) -
                         f"`apt-get install asterisk-core-sounds-en-g722` and `{SPEECH_EXTRA}`, "
                         "or pass --data-dir")
     return load_audio_folder(data_dir or ASTERISK_PROMPTS_DIR, extensions=(".g722",), exclude=("silence",),
-                             name="asterisk_prompts", env_var="PYRO_SRNN_ASTERISK_PROMPTS", **kwargs)
+                             name="asterisk_prompts", env_var="PYRO_SRNN_ASTERISK_PROMPTS", seed=seed,
+                             refresh=refresh, progress=progress)
 
 
 # --------------------------------------------------------------------------- presence probes (pyro-srnn datasets)
