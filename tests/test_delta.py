@@ -171,3 +171,25 @@ def test_delta_gaussian_guide_trains_a_step():
     loss = Trace_ELBO().differentiable_loss(model, guide, batch)
     loss.backward()
     assert all(p.grad is not None for p in guide.parameters())
+
+
+def test_binary_latent_accepts_only_binary_proposals():
+    import pyro
+    import pyro.distributions as dist
+    from pyro_srnn.models.base import GUIDES
+
+    model = build_model("delta-srnn", make_spec("bernoulli", 6), "tiny")
+    assert model.latent_dim is None  # generic Gaussian guides refuse it
+    if "mean-field" in GUIDES:
+        with pytest.raises(GuideMismatch):
+            build_guide("mean-field", model)
+    batch = make_batch("bernoulli", L=6)
+
+    def gaussian_guide(batch, kl_scale=1.0):
+        with pyro.plate("sequences", batch.batch_size):
+            pyro.sample("z", dist.Normal(torch.zeros(batch.batch_size, batch.num_steps, model.d_leak), 1.0)
+                        .to_event(2))
+
+    with pytest.raises(ValueError, match="binary values"):
+        Trace_ELBO().loss(model, gaussian_guide, batch)
+    assert math.isfinite(Trace_ELBO().loss(model, DeltaGuide(model), batch))

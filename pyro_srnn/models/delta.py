@@ -222,7 +222,11 @@ class DeltaSRNN(_DeltaBase):
     default_guide = "delta"
 
     @property
-    def latent_dim(self) -> int:
+    def latent_dim(self) -> int | None:
+        """``d_leak`` for real-valued steps. ``None`` when ``z = x^a`` has binary values (MIDI, pen bit):
+        generic Gaussian guides then refuse the model, and only the delta guide serves it."""
+        if self.spec.family != "gaussian":
+            return None
         return self.d_leak
 
     def forward(self, batch, kl_scale: float = 1.0):
@@ -231,8 +235,18 @@ class DeltaSRNN(_DeltaBase):
         with pyro.plate("sequences", batch.batch_size):
             with poutine.scale(scale=kl_scale):
                 z = pyro.sample("z", masked_sequence(self.leak_distribution(d), batch.mask))
+            self._check_binary_latent(z)
             pyro.sample("x", masked_sequence(self.rest_distribution(d, z), batch.mask),
                         obs=self.delta_split.rest(batch.targets))
+
+    def _check_binary_latent(self, z: torch.Tensor) -> None:
+        """Binary positions of ``z`` must hold 0/1 (a Gaussian guide on binary data is a modelling error)."""
+        if self.spec.family == "gaussian":
+            return
+        binary = z if self.spec.family == "bernoulli" else z[..., self.delta_split.leak_index == 0]
+        if not bool(((binary == 0) | (binary == 1)).all()):
+            raise ValueError(f"{self.name}: the latent z = x^a of {self.spec.family!r} data has binary values, "
+                             "but the guide proposed others; use the delta guide")
 
 
 def _split_of(model):
