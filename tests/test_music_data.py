@@ -6,6 +6,7 @@ only ever parse a few corpus files.
 """
 from __future__ import annotations
 
+import io
 import os
 import pickle
 
@@ -34,20 +35,29 @@ def _np_songs(songs, dtype=np.int64):
 
 
 class _Py2Pickler(pickle.Pickler):
-    """Writes numpy scalars as Python 2 did: ``scalar(dtype, <str payload>)``, no ``_codecs``."""
+    """Writes numpy scalars as Python 2 / old numpy did: ``scalar(dtype, <str payload>)`` (no
+    ``_codecs``) and ``dtype("i4", 0, 1)`` with int flags."""
 
     def reducer_override(self, obj):
         if isinstance(obj, np.integer):
             func = np.int64(0).__reduce__()[0]  # numpy's own multiarray.scalar
             return func, (obj.dtype, obj.tobytes().decode("latin1"))
+        if isinstance(obj, np.dtype):
+            _, (spec, _, _), state = obj.__reduce__()
+            return np.dtype, (spec, 0, 1), state
         return NotImplemented
 
 
 def write_pickle(path, data, variant="protocol2"):
-    with open(path, "wb") as f:
-        if variant == "py2":
-            _Py2Pickler(f, protocol=2).dump(data)
-        else:
+    if variant == "py2":
+        buffer = io.BytesIO()
+        _Py2Pickler(buffer, protocol=2).dump(data)
+        # files written under numpy 1 name the global numpy.core.multiarray.scalar
+        raw = buffer.getvalue().replace(b"cnumpy._core.multiarray\nscalar\n", b"cnumpy.core.multiarray\nscalar\n")
+        assert b"cnumpy.core.multiarray" in raw
+        path.write_bytes(raw)
+    else:
+        with open(path, "wb") as f:
             pickle.dump(data, f, protocol={"protocol2": 2, "protocol4": 4}[variant])
     return path
 

@@ -107,9 +107,8 @@ def _from_cache(spec: DataSpec, path: Path) -> SequenceDataset:
 
 
 def _store(spec: DataSpec, path: Path, splits: dict, **meta) -> SequenceDataset:
-    for split in ("train", "valid", "test"):
-        if not splits[split] and split == "train":
-            raise DataError(f"{meta.get('source', spec.name)}: no usable {split} sequences")
+    if not splits["train"]:
+        raise DataError(f"{meta.get('source', spec.name)}: no usable training sequences")
     save_splits(path, splits, **meta)
     info = dict(meta, cache=str(path), from_cache=False)
     return SequenceDataset(spec, splits["train"], splits["valid"], splits["test"], info=info)

@@ -42,8 +42,8 @@ ALLOWED_GLOBALS = frozenset({
 
 def _make_guards(path: str):
     def safe_dtype(spec, *rest):
-        # numpy pickles dtypes as dtype("i8", False, True) followed by BUILD(state)
-        if not isinstance(spec, str) or any(not isinstance(r, bool) for r in rest):
+        # numpy pickles dtypes as dtype("i8", False, True) (older numpy: dtype("i8", 0, 1)), then BUILD(state)
+        if not isinstance(spec, str) or len(rest) > 2 or any(r not in (0, 1) for r in rest):
             raise DataError(f"{path}: refused numpy.dtype({spec!r}, ...): only type strings are allowed")
         return np.dtype(spec)
 
