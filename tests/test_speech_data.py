@@ -469,3 +469,12 @@ def test_datasets_command_lists_the_speech_sets(timit, tmp_path, monkeypatch, ca
     assert "missing" in lines[ast_line] and str(tmp_path / "nowhere") in lines[ast_line + 1]
     assert "apt-get install asterisk-core-sounds-en-g722" in lines[ast_line + 2]
     assert "pip install pyro-srnn[speech]" in lines[ast_line + 2]
+
+
+@pytest.mark.skipif(not mp3_available(), reason="this libsndfile cannot write MP3 (the WAV path is tested above)")
+def test_truncated_mp3_chapter_is_named(tmp_path):
+    root = make_blizzard(tmp_path / "blizzard", chapters=3, samples=48000)
+    chapter = sorted(root.rglob("*.mp3"))[1]
+    chapter.write_bytes(chapter.read_bytes()[: chapter.stat().st_size // 2])
+    with pytest.raises(DataError, match=rf"{chapter.name}: truncated audio file"):
+        load_blizzard(root, progress=False)

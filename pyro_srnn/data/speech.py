@@ -226,7 +226,10 @@ def _read_soundfile(path: Path) -> tuple[np.ndarray, int]:
             raise DataError(f"{path}: empty file (0 bytes)") from None
         raise DataError(f"{path}: not readable audio (libsndfile: {e})") from None
     frames = wave.shape[0]
-    truncated = frames < info.frames or "should be" in (info.extra_info or "")
+    announced = info.frames
+    if info.format == "MP3":  # the frame count of an MP3 is an estimate (encoder delay, padding, VBR)
+        announced = int(0.98 * info.frames) - 4 * 1152
+    truncated = frames < announced or "should be" in (info.extra_info or "")
     if sphere is not None and int(sphere.get("sample_count", frames)) > frames:
         truncated = True
     if truncated:
