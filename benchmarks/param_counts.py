@@ -10,7 +10,7 @@ Counts follow the study's convention: every ``nn.Parameter`` element of model an
 guide (the posterior networks of the SRNNs are parameters of the study's models), the
 masked-out entries of masked weights included.
 
-    python benchmarks/param_counts.py [--out benchmarks/results/param_counts.csv]
+    python benchmarks/param_counts.py [--out benchmarks/results/param_counts.csv] [--markdown]
 """
 from __future__ import annotations
 
@@ -102,13 +102,33 @@ def rows():
             yield row
 
 
+def markdown(frame) -> str:
+    """Table 6 beside our counts: one row per model, ``ours / study (diff %)`` per domain."""
+    def cell(r):
+        if pd.isna(r.params_M):
+            return "–"
+        ours = f"{r.params_M:.2f}M"
+        return ours if pd.isna(r.study_M) else f"{ours} / {r.study_M:.2f}M ({r.diff_percent:+.1f}%)"
+
+    lines = ["| model | speech (ours / study) | MIDI | handwriting |", "|---|---|---|---|"]
+    for name in [n for n in TABLE6 if n in set(frame.model)] + sorted(set(frame.model) - set(TABLE6)):
+        sub = frame[frame.model == name].set_index("domain")
+        lines.append(f"| {name} | " + " | ".join(cell(sub.loc[d]) if d in sub.index else "–" for d in DOMAINS)
+                     + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "param_counts.csv"))
+    parser.add_argument("--markdown", action="store_true", help="print the Table-6 models as a Markdown table")
     args = parser.parse_args(argv)
     frame = pd.DataFrame(list(rows()))
     with atomic_write(args.out, suffix=".csv") as tmp:
         frame.to_csv(tmp, index=False)
+    if args.markdown:
+        print(markdown(frame))
+        return 0
     show = frame[["model", "domain", "params_M", "study_M", "diff_percent", "guide", "notes"]]
     with pd.option_context("display.max_colwidth", 70, "display.width", 200):
         print(show.to_string(index=False))
