@@ -57,6 +57,8 @@ class SimplifiedSRNN(SequenceModel):
 
     has_latent = True
     default_guide = "srnn-posterior"
+    #: view steps between resets of every RNN state (srnn-flat: the study's flat chunk); None: never
+    reset_every: int | None = None
 
     def __init__(self, spec, hidden=256, embed=128, mlp=128, latent=64, num_layers=1, dropout=0.0,
                  num_components=None, **output_args):
@@ -97,13 +99,38 @@ class SimplifiedSRNN(SequenceModel):
         emb = self.forward_rnn.embed
         return emb(x) if emb is not None else x
 
+    def in_pieces(self, fn, *seqs: torch.Tensor) -> torch.Tensor:
+        """``fn`` over sequences ``(B, N, ...)`` with a fresh state every :attr:`reset_every` steps.
+
+        The sequences are cut into sub-chunks (the last one zero/False-padded) that run in
+        parallel as rows ``(B·n, C, ...)``, which is also much faster than one long pass.
+        """
+        C = self.reset_every
+        B, N = seqs[0].shape[:2]
+        if C is None or C >= N:
+            return fn(*seqs)
+        n = -(-N // C)
+
+        def cut(x):
+            if n * C > N:
+                x = torch.cat([x, x.new_zeros((B, n * C - N) + x.shape[2:])], dim=1)
+            return x.reshape((B * n, C) + x.shape[2:])
+
+        out = fn(*(cut(x) for x in seqs))
+        return out.reshape((B, n * C) + out.shape[2:])[:, :N]
+
+    def forward_features(self, inputs: torch.Tensor) -> torch.Tensor:
+        """``d_t`` for every step of ``inputs (B, T, L_view)``."""
+        return self.in_pieces(lambda x: self.forward_rnn(x)[0], inputs)
+
     def features(self, view: SequenceBatch) -> torch.Tensor:
         """``d (B, T, H)``: the forward RNN over the inputs, computed once per batch."""
-        return self.shared(view, "d", lambda: self.forward_rnn(view.inputs)[0])
+        return self.shared(view, "d", lambda: self.forward_features(view.inputs))
 
-    def emission(self, d: torch.Tensor, z: torch.Tensor, state=None):
-        o, state = self.emission_rnn(torch.cat([d, z], dim=-1), state)
-        return self.emission_dropout(o), state
+    def emission(self, d: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """``o_t = LSTM([d_t, z_t], o_{t-1})`` for every step."""
+        o = self.in_pieces(lambda x: self.emission_rnn(x)[0], torch.cat([d, z], dim=-1))
+        return self.emission_dropout(o)
 
     # ------------------------------------------------------------ Pyro model
     def forward(self, batch, kl_scale: float = 1.0):
@@ -114,7 +141,7 @@ class SimplifiedSRNN(SequenceModel):
         with pyro.plate("sequences", view.batch_size):
             with poutine.scale(scale=kl_scale):
                 z = pyro.sample("z", SequenceNormal(loc, scale, mask=view.mask))
-            o, _ = self.emission(d, z)
+            o = self.emission(d, z)
             pyro.sample("x", masked_sequence(self.output_distribution(o, view), view.mask), obs=view.targets)
 
     # ------------------------------------------------------------ ancestral sampling
@@ -126,12 +153,14 @@ class SimplifiedSRNN(SequenceModel):
     def _generate_view(self, first: torch.Tensor, num_view_steps: int) -> torch.Tensor:
         """Ancestral sampling of ``num_view_steps`` view steps after ``first (N, L_view)``."""
         x, d_state, o_state, out = first, None, None, []
-        for _ in range(num_view_steps):
+        for n in range(num_view_steps):
+            if self.reset_every is not None and n % self.reset_every == 0:
+                d_state = o_state = None  # the state resets the model was trained with
             d, d_state = self.forward_rnn(x.unsqueeze(1), d_state)
             loc, scale = self.prior_net(d)
             z = loc + scale * torch.randn_like(loc)
-            o, o_state = self.emission(d, z, o_state)
-            x = self.sample_step(o[:, 0])
+            o, o_state = self.emission_rnn(torch.cat([d, z], dim=-1), o_state)
+            x = self.sample_step(self.emission_dropout(o[:, 0]))
             out.append(x)
         return torch.stack(out, dim=1) if out else first.new_zeros(first.shape[0], 0, first.shape[1])
 
@@ -175,8 +204,11 @@ class SRNNFlat(SimplifiedSRNN):
     """SRNN-flat: the simplified SRNN over ``x^flat`` (one value per step, a latent per value).
 
     The observed site ``"x"`` is the flattened chunk (event ``(T·L, 1)``, see
-    :func:`flatten_batch`); its log density equals that of the chunk. The latent site
-    ``"z"`` has event ``(T·L, d_z)``: generic guides use :meth:`latent_view`.
+    :func:`~pyro_srnn.models.lowlevel.flatten_batch`); its log density equals that of the
+    chunk. The latent site ``"z"`` has event ``(T·L, d_z)``: generic guides use
+    :meth:`latent_view`. ``flat_chunk`` resets every RNN state each that many values, the
+    study's flat chunking (speech: 2000 samples, ``DataSpec.flat_chunk_len``, the default
+    ``"spec"``) inside the step models' batches; ``None`` runs over the whole chunk.
     """
 
     PRESETS = {
@@ -199,7 +231,12 @@ class SRNNFlat(SimplifiedSRNN):
     def latent_view(self, batch):
         return self.shared(batch, "flat", lambda: flatten_batch(batch))
 
-    def build_output(self, spec, hidden, num_components):
+    def build_output(self, spec, hidden, num_components, flat_chunk="spec"):
+        if flat_chunk == "spec":
+            flat_chunk = spec.flat_chunk_len
+        if flat_chunk is not None and int(flat_chunk) < 1:
+            raise ValueError(f"flat_chunk must be ≥ 1 values or None, got {flat_chunk}")
+        self.reset_every = int(flat_chunk) if flat_chunk else None
         self.head = make_head(spec.family, hidden, 1, num_components)
 
     def output_distribution(self, o, view):
@@ -265,10 +302,10 @@ class SRNNPosterior(SequenceGuide):
     """
 
     def __init__(self, model, hidden=None, mlp=None, num_layers=None):
-        hidden = hidden or model.hparams["hidden"]
-        mlp = mlp or model.hparams["mlp"]
+        hidden = hidden or model.hparams.get("hidden")
+        mlp = mlp or model.hparams.get("mlp")
         num_layers = num_layers or model.hparams.get("num_layers", 1)
-        super().__init__(model, hidden=hidden, mlp=mlp, num_layers=num_layers)
+        super().__init__(model, hidden=hidden, mlp=mlp, num_layers=num_layers)  # raises if it does not fit
         in_dim = model.hparams["embed"] or model.view_step_dim
         self.backward_rnn = BackwardRNN(in_dim, hidden, num_layers)
         self.posterior_net = GaussianLayer(model.hidden + hidden, model.latent_dim, mlp)
@@ -280,7 +317,7 @@ class SRNNPosterior(SequenceGuide):
         return None
 
     def posterior(self, view: SequenceBatch, d: torch.Tensor):
-        a = self.backward_rnn(self.model.embed(view.targets), view.mask)
+        a = self.model.in_pieces(self.backward_rnn, self.model.embed(view.targets), view.mask)
         return self.posterior_net(torch.cat([d, a], dim=-1))
 
     def forward(self, batch, kl_scale: float = 1.0):
@@ -306,11 +343,11 @@ def srnn_torch_loss(model: SimplifiedSRNN, guide: SRNNPosterior, batch: Sequence
     """
     view = model.latent_view(batch)
     mask = view.mask
-    d = model.forward_rnn(view.inputs)[0]
+    d = model.forward_features(view.inputs)
     q_loc, q_scale = guide.posterior(view, d)
     z = q_loc + q_scale * torch.randn_like(q_loc)
     p_loc, p_scale = model.prior_net(d)
-    o, _ = model.emission(d, z)
+    o = model.emission(d, z)
     log_px = model.output_distribution(o, view).log_prob(view.targets).masked_fill(~mask, 0.0).sum()
     q = torch.distributions.Normal(q_loc, q_scale, validate_args=False)
     p = torch.distributions.Normal(p_loc, p_scale, validate_args=False)

@@ -1,0 +1,210 @@
+"""The estimators, checked with maths on the simplified SRNN family (tiny sizes).
+
+* the Pyro losses equal a plain-PyTorch negative ELBO of the same modules, value and
+  gradients, given the same random noise;
+* ``Trace_ELBO`` and ``TraceMeanField_ELBO`` agree in expectation;
+* the IWAE bound is ≥ the ELBO, grows with ``K`` and matches ``RenyiELBO(alpha=0)``;
+* KL annealing scales exactly the latent terms, in model and guide;
+* padded steps contribute nothing and rows of a batch are independent;
+* gradients are finite and reach every parameter; the forward RNN runs once per step.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from pyro import poutine
+from pyro.infer import RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
+
+from conftest import make_batch, make_spec
+from pyro_srnn.infer import iwae_log_likelihood, log_weights
+from pyro_srnn.models import build_guide, build_model
+
+MODELS = [("f-srnn", {}), ("srnn-flat", {}), ("srnn-flat", {"flat_chunk": 4}), ("srnn-hier", {})]
+IDS = ["f-srnn", "srnn-flat", "srnn-flat-reset", "srnn-hier"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread is many times faster than two on a loaded machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def build(name="f-srnn", family="bernoulli", L=5, **kw):
+    model = build_model(name, make_spec(family, L), "tiny", **kw)
+    guide = build_guide(None, model)
+    model.eval()
+    guide.eval()
+    return model, guide
+
+
+def mean_and_se(values: torch.Tensor) -> tuple[float, float]:
+    return float(values.mean()), float(values.std() / math.sqrt(len(values)))
+
+
+# ------------------------------------------------------------------ Pyro == plain torch
+
+@pytest.mark.parametrize("analytic_kl", [False, True], ids=["trace", "meanfield"])
+@pytest.mark.parametrize("name,kw", MODELS, ids=IDS)
+def test_pyro_loss_equals_plain_torch_loss(name, kw, analytic_kl):
+    model, guide = build(name, "gaussian", **kw)
+    elbo = TraceMeanField_ELBO() if analytic_kl else Trace_ELBO()
+    torch.manual_seed(3)
+    pyro_loss = elbo.differentiable_loss(model, guide, make_batch("gaussian", 5), kl_scale=0.3)
+    pyro_grads = torch.autograd.grad(pyro_loss, list(model.parameters()) + list(guide.parameters()))
+    torch.manual_seed(3)
+    torch_loss = guide.torch_loss(make_batch("gaussian", 5), kl_scale=0.3, analytic_kl=analytic_kl)
+    torch_grads = torch.autograd.grad(torch_loss, list(model.parameters()) + list(guide.parameters()))
+    assert torch.allclose(pyro_loss, torch_loss, rtol=1e-5, atol=1e-4)
+    for a, b in zip(pyro_grads, torch_grads):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------ Trace vs MeanField
+
+def test_trace_and_meanfield_elbo_agree_in_expectation():
+    model, guide = build("f-srnn")
+    batch = make_batch("bernoulli", 5, lengths=(8, 5)).repeat(100)  # 200 rows: 100 draws per sequence
+    with torch.no_grad():
+        trace = torch.tensor([Trace_ELBO().loss(model, guide, batch) for _ in range(30)])
+        meanfield = torch.tensor([TraceMeanField_ELBO().loss(model, guide, batch) for _ in range(30)])
+    (mt, st), (mm, sm) = mean_and_se(trace), mean_and_se(meanfield)
+    assert abs(mt - mm) < 4 * math.hypot(st, sm), (mt, mm, st, sm)
+    # the analytic KL removes the Monte Carlo noise of log q − log p: a less noisy estimator
+    assert sm < st
+
+
+# ------------------------------------------------------------------ IWAE
+
+def test_iwae_bounds_the_elbo_grows_with_k_and_matches_renyi():
+    model, guide = build("f-srnn")
+    batch = make_batch("bernoulli", 5, lengths=(8, 5, 3))
+    R, B = 48, batch.batch_size
+    with torch.no_grad():  # R independent estimates of each bound, summed over the batch
+        elbo = log_weights(model, guide, batch.repeat(4 * R)).reshape(4 * R, B).sum(1)
+        iwae = {k: iwae_log_likelihood(model, guide, batch.repeat(R), k).reshape(R, B).sum(1) for k in (1, 10, 100)}
+        renyi = {k: -torch.tensor([RenyiELBO(alpha=0, num_particles=k).loss(model, guide, batch) for _ in range(16)])
+                 for k in (10,)}
+    m_elbo, s_elbo = mean_and_se(elbo)
+    stats = {k: mean_and_se(v) for k, v in iwae.items()}
+    # K = 1 is the ELBO itself (in expectation)
+    assert abs(stats[1][0] - m_elbo) < 4 * math.hypot(stats[1][1], s_elbo)
+    # non-decreasing in K, and strictly above the ELBO at K = 100
+    assert stats[10][0] > stats[1][0] - 3 * math.hypot(stats[10][1], stats[1][1])
+    assert stats[100][0] > stats[10][0] - 3 * math.hypot(stats[100][1], stats[10][1])
+    assert stats[100][0] > m_elbo + 3 * math.hypot(stats[100][1], s_elbo)
+    # RenyiELBO(alpha=0) takes its log-mean-exp per row of the "sequences" plate: the same bound
+    m_renyi, s_renyi = mean_and_se(renyi[10])
+    assert abs(m_renyi - stats[10][0]) < 4 * math.hypot(s_renyi, stats[10][1])
+
+
+# ------------------------------------------------------------------ KL annealing
+
+def _traces(model, guide, batch, kl_scale, seed=5):
+    torch.manual_seed(seed)
+    guide_trace = poutine.trace(guide).get_trace(batch, kl_scale=kl_scale)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(batch, kl_scale=kl_scale)
+    guide_trace.compute_log_prob()
+    model_trace.compute_log_prob()
+    return model_trace, guide_trace
+
+
+@pytest.mark.parametrize("name,kw", MODELS[:2] + MODELS[3:], ids=["f-srnn", "srnn-flat", "srnn-hier"])
+def test_kl_annealing_scales_only_the_latent_terms(name, kw):
+    model, guide = build(name, **kw)
+    batch = make_batch("bernoulli", 5)
+    m02, g02 = _traces(model, guide, batch, 0.2)
+    m1, g1 = _traces(model, guide, batch, 1.0)
+    assert torch.equal(g02.nodes["z"]["value"], g1.nodes["z"]["value"])
+    assert g02.nodes["z"]["scale"] == pytest.approx(0.2, rel=1e-12) and m02.nodes["x"]["scale"] == 1.0
+    assert m02.nodes["z"]["scale"] == pytest.approx(0.2, rel=1e-12)
+    assert torch.equal(m02.nodes["x"]["log_prob"], m1.nodes["x"]["log_prob"])
+    assert torch.allclose(m02.nodes["z"]["log_prob"], 0.2 * m1.nodes["z"]["log_prob"], rtol=1e-6, atol=0)
+    assert torch.allclose(g02.nodes["z"]["log_prob"], 0.2 * g1.nodes["z"]["log_prob"], rtol=1e-6, atol=0)
+    # and the loss is −(reconstruction + 0.2 · (log p(z) − log q(z)))
+    recon = m1.nodes["x"]["log_prob_sum"]
+    latent = m1.nodes["z"]["log_prob_sum"] - g1.nodes["z"]["log_prob_sum"]
+    torch.manual_seed(5)
+    loss = Trace_ELBO().differentiable_loss(model, guide, batch, kl_scale=0.2)
+    assert torch.allclose(loss, -(recon + 0.2 * latent), rtol=1e-6)
+
+
+# ------------------------------------------------------------------ masking
+
+def _garbage_in_padding(batch):
+    pad = ~batch.mask
+    g = torch.randn_like(batch.targets) * 7 + 3
+    batch.targets[pad] = g[pad]
+    batch.inputs[:, 1:][pad[:, 1:]] = g[:, 1:][pad[:, 1:]]  # inputs[:, 0] is the conditioning step
+    return batch
+
+
+@pytest.mark.parametrize("name,kw", MODELS, ids=IDS)
+def test_padded_steps_contribute_nothing(name, kw):
+    model, guide = build(name, "gaussian", **kw)
+    for elbo in (Trace_ELBO(), TraceMeanField_ELBO()):
+        clean_batch, dirty_batch = make_batch("gaussian", 5), _garbage_in_padding(make_batch("gaussian", 5))
+        assert not torch.equal(clean_batch.targets, dirty_batch.targets)
+        torch.manual_seed(1)
+        clean = elbo.loss(model, guide, clean_batch)
+        torch.manual_seed(1)
+        dirty = elbo.loss(model, guide, dirty_batch)
+        assert clean == pytest.approx(dirty, rel=1e-6)
+
+
+def _row_log_weights(model, guide, batch, z):
+    """``log p(x, z) − log q(z | x)`` per row for a given latent path ``z``."""
+    data = {"z": z}
+    guide_trace = poutine.trace(poutine.condition(guide, data=data)).get_trace(batch)
+    model_trace = poutine.trace(poutine.condition(model, data=data)).get_trace(batch)
+    lp = sum(site["fn"].log_prob(site["value"]) for site in model_trace.nodes.values() if site["type"] == "sample")
+    return lp - guide_trace.nodes["z"]["fn"].log_prob(z)
+
+
+@pytest.mark.parametrize("name,kw", MODELS, ids=IDS)
+def test_each_row_scores_as_if_alone(name, kw):
+    """In a padded batch, row i's log weight equals that of row i alone, cut to its length."""
+    model, guide = build(name, "bernoulli", **kw)
+    lengths = (9, 6, 3)
+    batch = make_batch("bernoulli", 5, lengths=lengths)
+    with torch.no_grad():
+        z = poutine.trace(guide).get_trace(batch).nodes["z"]["value"]
+        together = _row_log_weights(model, guide, batch, z)
+        per_step = 5 if model.view_step_dim == 1 else 1  # latent steps per data step
+        for i, n in enumerate(n - 1 for n in lengths):  # n steps give n − 1 (input, target) pairs
+            alone = make_batch("bernoulli", 5, lengths=lengths).select(slice(i, i + 1))
+            alone.inputs, alone.targets, alone.mask = alone.inputs[:, :n], alone.targets[:, :n], alone.mask[:, :n]
+            lw = _row_log_weights(model, guide, alone, z[i:i + 1, :n * per_step])
+            assert torch.allclose(lw, together[i:i + 1], rtol=1e-5, atol=1e-4)
+
+
+# ------------------------------------------------------------------ gradients and shared work
+
+@pytest.mark.parametrize("name,kw", MODELS, ids=IDS)
+def test_gradients_are_finite_and_reach_model_and_guide(name, kw):
+    model, guide = build(name, "gaussian", **kw)
+    model.train()
+    guide.train()
+    loss = TraceMeanField_ELBO().differentiable_loss(model, guide, make_batch("gaussian", 5), kl_scale=0.2)
+    loss.backward()
+    for owner, module in (("model", model), ("guide", guide)):
+        for pname, p in module.named_parameters():
+            assert p.grad is not None, f"{owner}.{pname} gets no gradient"
+            assert torch.isfinite(p.grad).all(), f"{owner}.{pname}"
+            assert p.grad.abs().sum() > 0, f"{owner}.{pname} has an all-zero gradient"
+
+
+@pytest.mark.parametrize("name,kw", MODELS, ids=IDS)
+def test_forward_rnn_runs_once_for_model_and_guide(name, kw):
+    model, guide = build(name, **kw)
+    calls = {"forward": 0, "backward": 0}
+    model.forward_rnn.register_forward_hook(lambda *a: calls.__setitem__("forward", calls["forward"] + 1))
+    guide.backward_rnn.register_forward_hook(lambda *a: calls.__setitem__("backward", calls["backward"] + 1))
+    for elbo in (Trace_ELBO(), TraceMeanField_ELBO()):
+        calls.update(forward=0, backward=0)
+        elbo.differentiable_loss(model, guide, make_batch("bernoulli", 5)).backward()
+        assert calls == {"forward": 1, "backward": 1}
