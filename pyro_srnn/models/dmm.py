@@ -102,10 +102,19 @@ class DMM(SequenceModel):
 
     # ---------------------------------------------------------------------- the two factors
     def transition_params(self, z_prev):
+        return self.transition_fn()(z_prev)
+
+    def transition_fn(self):
+        """``z_{t-1} → (loc, scale)`` with the modules looked up once (for loops inside a trace,
+        where every PyroModule attribute access is a ``pyro.module`` statement)."""
         if self.linear:
-            loc = self.A(z_prev)
-            return loc, torch.full_like(loc, self.sigma_z)
-        return self.transition(z_prev)
+            A, sigma_z = self.A, self.sigma_z
+
+            def linear(z_prev):
+                loc = A(z_prev)
+                return loc, torch.full_like(loc, sigma_z)
+            return linear
+        return self.transition
 
     def emission(self, z) -> dist.TorchDistribution:
         if self.linear:
@@ -115,15 +124,16 @@ class DMM(SequenceModel):
 
     def prior(self, batch) -> SequenceNormal:
         B, T = batch.batch_size, batch.num_steps
+        transition, z_init = self.transition_fn(), self.z_init
 
         def params_fn(z):
-            return self.transition_params(torch.cat([self.z_init.expand(B, 1, self.z_dim), z[:, :-1]], 1))
+            return transition(torch.cat([z_init.expand(B, 1, self.z_dim), z[:, :-1]], 1))
 
         def sampler():
-            z_prev = self.z_init.expand(B, self.z_dim)
+            z_prev = z_init.expand(B, self.z_dim)
             zs, locs, scales = [], [], []
             for _ in range(T):
-                loc, scale = self.transition_params(z_prev)
+                loc, scale = transition(z_prev)
                 z_prev = loc + scale * torch.randn_like(loc)
                 zs.append(z_prev)
                 locs.append(loc)
@@ -152,8 +162,9 @@ class DMM(SequenceModel):
         x = self._first_step(num_sequences, first_step)
         out = [x]
         z = self.z_init.expand(num_sequences, self.z_dim)
+        transition = self.transition_fn()
         for _ in range(num_steps - 1):
-            loc, scale = self.transition_params(z)
+            loc, scale = transition(z)
             z = loc + scale * torch.randn_like(loc)
             out.append(self.emission(z).sample())
         return torch.stack(out, 1)

@@ -87,18 +87,24 @@ class SmoothingGuide(GenericGuide):
         self.z_init = nn.Parameter(torch.zeros(self.z_dim))
 
     def step(self, a_t, z_prev):
+        """``(loc, scale)`` of ``z_t`` from ``a_t`` and ``z_{t-1}`` (Krishnan's combiner)."""
         return self.net(0.5 * (torch.tanh(self.z_to_hidden(z_prev)) + a_t))
 
     def forward(self, batch, kl_scale: float = 1.0):
         view = self.view(batch)
         a = self.rnn(view.targets, view.mask)
         B, T = view.batch_size, view.num_steps
+        # looked up once: inside a trace every PyroModule attribute access is a pyro.module statement
+        z_to_hidden, net, z_init = self.z_to_hidden, self.net, self.z_init
+
+        def step(a_t, z_prev):
+            return net(0.5 * (torch.tanh(z_to_hidden(z_prev)) + a_t))
 
         def sampler():
-            z_prev = self.z_init.expand(B, self.z_dim)
+            z_prev = z_init.expand(B, self.z_dim)
             zs, locs, scales = [], [], []
             for t in range(T):
-                loc, scale = self.step(a[:, t], z_prev)
+                loc, scale = step(a[:, t], z_prev)
                 z_prev = loc + scale * torch.randn_like(loc)
                 zs.append(z_prev)
                 locs.append(loc)
@@ -106,8 +112,7 @@ class SmoothingGuide(GenericGuide):
             return torch.stack(zs, 1), torch.stack(locs, 1), torch.stack(scales, 1)
 
         def params_fn(z):
-            z_prev = torch.cat([self.z_init.expand(B, 1, self.z_dim), z[:, :-1]], 1)
-            return self.step(a, z_prev)
+            return step(a, torch.cat([z_init.expand(B, 1, self.z_dim), z[:, :-1]], 1))
 
         q = SequenceNormal(params_fn=params_fn, sampler=sampler, shape=(B, T, self.z_dim), mask=view.mask)
         self.sample(view, q, kl_scale)

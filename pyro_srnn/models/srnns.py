@@ -221,10 +221,11 @@ class RecurrentLatentModel(LatentSequenceModel):
         """
         ex = self.embedded_inputs(batch)
         B, T, _ = ex.shape
+        core = self.core  # looked up once: a PyroModule attribute access is a pyro.module statement
         z_prev, state = ex.new_zeros(B, self.z_dim), None
         zs, locs, scales, vs = [], [], [], []
         for t in range(T):
-            v_t, state = self.core.step(ex[:, t], z_prev, state)
+            v_t, state = core.step(ex[:, t], z_prev, state)
             loc, scale = step_params(t, v_t)
             z_prev = loc + scale * torch.randn_like(loc)
             zs.append(z_prev)
@@ -236,9 +237,10 @@ class RecurrentLatentModel(LatentSequenceModel):
         return z, loc, scale
 
     def prior(self, batch) -> SequenceNormal:
+        prior_net = self.prior_net
         return SequenceNormal(
-            params_fn=lambda z: self.prior_net(self.context(batch, z)),
-            sampler=lambda: self.sample_path(batch, lambda t, v_t: self.prior_net(v_t)),
+            params_fn=lambda z: prior_net(self.context(batch, z)),
+            sampler=lambda: self.sample_path(batch, lambda t, v_t: prior_net(v_t)),
             shape=self.latent_shape(batch), mask=batch.mask,
         )
 
@@ -343,14 +345,14 @@ class RecurrentPosterior(SequenceGuide):
         raise NotImplementedError
 
     def forward(self, batch, kl_scale: float = 1.0):
-        model = self.model
+        model, net = self.model, self.net
         side = self.side(batch)
 
         def params_fn(z):
-            return self.net(torch.cat([model.context(batch, z), side], -1))
+            return net(torch.cat([model.context(batch, z), side], -1))
 
         def sampler():
-            return model.sample_path(batch, lambda t, v_t: self.net(torch.cat([v_t, side[:, t]], -1)))
+            return model.sample_path(batch, lambda t, v_t: net(torch.cat([v_t, side[:, t]], -1)))
 
         q = SequenceNormal(params_fn=params_fn, sampler=sampler, shape=model.latent_shape(batch), mask=batch.mask)
         with pyro.plate("sequences", batch.batch_size), poutine.scale(scale=kl_scale):
@@ -404,12 +406,13 @@ class FraccaroSRNN(LatentSequenceModel):
 
     def prior(self, batch) -> SequenceNormal:
         d = self.deterministic(batch)
+        prior_net = self.prior_net  # looked up once: a PyroModule attribute access is a pyro.module statement
 
         def sampler():
             z_prev = d.new_zeros(batch.batch_size, self.z_dim)
             zs, locs, scales = [], [], []
             for t in range(batch.num_steps):
-                loc, scale = self.prior_step(d[:, t], z_prev)
+                loc, scale = prior_net(torch.cat([d[:, t], z_prev], -1))
                 z_prev = loc + scale * torch.randn_like(loc)
                 zs.append(z_prev)
                 locs.append(loc)
@@ -463,28 +466,29 @@ class FraccaroPosterior(SequenceGuide):
             return "it reads the forward RNN d_t and the prior of 'srnn-fraccaro' models only"
         return None
 
-    def step(self, a_t, d_t, z_prev):
-        prior_loc, _ = self.model.prior_step(d_t, z_prev)
-        loc, scale = self.net(torch.cat([a_t, z_prev], -1))
-        return prior_loc + loc, scale
-
     def forward(self, batch, kl_scale: float = 1.0):
         model = self.model
         d = model.deterministic(batch)
         a = self.backward_rnn(torch.cat([batch.targets, d], -1), batch.mask)
+        prior_net, net = model.prior_net, self.net  # looked up once (PyroModule attribute access)
+
+        def step(a_t, d_t, z_prev):
+            prior_loc, _ = prior_net(torch.cat([d_t, z_prev], -1))
+            loc, scale = net(torch.cat([a_t, z_prev], -1))
+            return prior_loc + loc, scale
 
         def sampler():
             z_prev = d.new_zeros(batch.batch_size, model.z_dim)
             zs, locs, scales = [], [], []
             for t in range(batch.num_steps):
-                loc, scale = self.step(a[:, t], d[:, t], z_prev)
+                loc, scale = step(a[:, t], d[:, t], z_prev)
                 z_prev = loc + scale * torch.randn_like(loc)
                 zs.append(z_prev)
                 locs.append(loc)
                 scales.append(scale)
             return _gaussian_path(locs, scales, zs)
 
-        q = SequenceNormal(params_fn=lambda z: self.step(a, d, shift_right(z)), sampler=sampler,
+        q = SequenceNormal(params_fn=lambda z: step(a, d, shift_right(z)), sampler=sampler,
                            shape=model.latent_shape(batch), mask=batch.mask)
         with pyro.plate("sequences", batch.batch_size), poutine.scale(scale=kl_scale):
             pyro.sample("z", q)
