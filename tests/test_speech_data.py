@@ -478,3 +478,20 @@ def test_truncated_mp3_chapter_is_named(tmp_path):
     chapter.write_bytes(chapter.read_bytes()[: chapter.stat().st_size // 2])
     with pytest.raises(DataError, match=rf"{chapter.name}: truncated audio file"):
         load_blizzard(root, progress=False)
+
+
+def test_cli_trains_and_evaluates_on_a_timit_folder(tmp_path, capsys):
+    import json
+
+    from pyro_srnn.cli import main
+
+    root = make_timit(tmp_path / "timit", n_train=6, n_test=2, samples=2437)
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "timit", "--data-dir", str(root), "--model", "f-rnn", "--size", "tiny",
+                 "--steps", "2", "--batch-size", "4", "--valid-every", "2", "--out", str(out), "--no-progress"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["dataset"] == "timit" and summary["unit"] == "nats per utterance" and summary["steps"] == 2
+    # evaluate finds the corpus again through the data directory saved in the checkpoint
+    assert main(["evaluate", "--checkpoint", str(out / "best.pt")]) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["value"] == pytest.approx(summary["value"], rel=1e-5)
