@@ -4,7 +4,8 @@ What it reproduces: the study's Perm-TIMIT column (Lai, Dai, Yang & Yoo 2019, Ta
 utterance). Permuting within frames destroys the local order, so a model must discover the
 intra-step correlations itself; the study's RNN-hier for Perm-TIMIT uses a masked-MLP ("nade")
 low-level model: frame LSTM 512, embedding 256, 3-layer masked MLP of width 64 (ref code), which
-is the default here (``--size study``). The permutation is
+is the default here (``--size study``; 13.26M parameters in this zoo's per-position masked MLP,
+where the ref code's version has 17.09M). The permutation is
 ``numpy.random.RandomState(123456).permutation(200)`` (the ref code used ``torch.randperm`` under
 ``torch.manual_seed(123456)``; see :func:`pyro_srnn.data.speech.perm_timit_permutation`).
 (The study's figures are not in this repository's reference texts, so none is quoted here.)
