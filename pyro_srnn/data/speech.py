@@ -21,22 +21,22 @@ conventions:
 
 Data sets and their splits:
 
-=============== =================================== ===================================== ==============
-name            on disk                             split                                 metric unit
-=============== =================================== ===================================== ==============
-``timit``       ``TRAIN/**/*.WAV``, ``TEST/**/*.WAV`` 5 % of the sorted TRAIN files to      utterance
-                NIST SPHERE, 16 kHz                 valid (``default_rng(seed)``, seed 0);
-                                                    all TEST files
-``perm_timit``  as ``timit``                        as ``timit``                          utterance
-``vctk``        ``wav48/<speaker>/*.wav``           ``train.lst``/``valid.lst``/``test.lst`` audio sample
-                                                    if present, else seeded 35,393 : 4,424
-                                                    : 4,425 (≈ 80/10/10) of the sorted ids
-``blizzard``    chapter files (mp3, wav, …)         chapter lists if present, else by     8000 samples
-                                                    chapter, seeded 1,023 : 65 : 59
-``audio_folder`` any audio soundfile reads + G.722  ``TRAIN/``+``TEST/`` if present, else 20 % utterance
-                                                    test, then 5 % of the rest to valid
-``asterisk_prompts`` ``en_US_f_Allison/**/*.g722``  as ``audio_folder``                   utterance
-=============== =================================== ===================================== ==============
+==================== ===================================== ========================================== ============
+name                 on disk                               split                                      metric unit
+==================== ===================================== ========================================== ============
+``timit``            ``TRAIN/**/*.WAV``, ``TEST/**/*.WAV`` 5 % of the sorted TRAIN files to           utterance
+                     NIST SPHERE, 16 kHz                   valid (``default_rng(seed)``, seed 0);
+                                                           all TEST files
+``perm_timit``       as ``timit``                          as ``timit``                               utterance
+``vctk``             ``wav48/<speaker>/*.wav``             ``train.lst``/``valid.lst``/``test.lst``   audio sample
+                                                           if present, else seeded 35,393 : 4,424
+                                                           : 4,425 (≈ 80/10/10) of the sorted ids
+``blizzard``         chapter files (mp3, wav, …)           chapter lists if present, else by          8000 samples
+                                                           chapter, seeded 1,023 : 65 : 59
+``audio_folder``     any audio soundfile reads + G.722     ``TRAIN/``+``TEST/`` if present, else 20 % utterance
+                                                           test, then 5 % of the rest to valid
+``asterisk_prompts`` ``en_US_f_Allison/**/*.g722``         as ``audio_folder``                        utterance
+==================== ===================================== ========================================== ============
 
 **Perm-TIMIT** permutes the 200 values inside every frame with one fixed permutation,
 ``perm = numpy.random.RandomState(123456).permutation(200)`` (the legacy Mersenne-Twister
