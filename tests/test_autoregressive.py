@@ -329,3 +329,12 @@ def test_trains_on_speech_shaped_data(name, guide, kw, tmp_path):
     assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
     if name == "rnn-flat":
         assert trainer.model.flat_chunk == 12
+
+
+def test_data_whose_steps_differ_from_the_spec_fail_before_training(tmp_path):
+    data = make_dataset("gaussian", L=6)
+    data.spec = dataclasses.replace(data.spec, step_dim=5)  # the model is built for L=5, the data has L=6
+    cfg = TrainConfig(model="rnn-hier", size="tiny", steps=2, batch_size=4, progress=False, out=str(tmp_path))
+    with pytest.raises(ValueError, match="L=6, expected L=5"):
+        Trainer(cfg, dataset=data)
+    assert not any(tmp_path.iterdir())
