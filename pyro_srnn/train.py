@@ -229,7 +229,7 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()
         self.step += 1
-        kl = (-loss_value - recon) / kl_scale if self.model.has_latent else 0.0
+        kl = (loss_value + recon) / kl_scale if self.model.has_latent else 0.0  # loss = −recon + s·KL
         return {"step": self.step, "loss_per_value": loss_value / max(num_values, 1),
                 "nll_per_step": loss_value / max(num_steps, 1),
                 "kl_per_step": kl / max(num_steps, 1), "kl_scale": kl_scale, "lr": lr}
