@@ -89,6 +89,13 @@ def test_iamondb_test_list_and_missing_forms(tmp_path):
     assert len(ds.test) == 1 and ds.info["missing_forms"] == 1
 
 
+def test_iamondb_form_ids_without_session_letter(tmp_path):
+    root = make_iamondb(tmp_path / "iam", train=("a01-000",), valid=("a01-001",))
+    ds = hw.load_iamondb(str(root))
+    assert [len(s) for s in ds.train] == [5, 2] and len(ds.valid) == 1 and len(ds.test) == 1
+    assert ds.info["missing_forms"] == 0
+
+
 def test_iamondb_cache_is_reused(tmp_path, monkeypatch):
     root = make_iamondb(tmp_path / "iam")
     first = hw.load_iamondb(str(root))

