@@ -12,9 +12,10 @@ from pyro.poutine.util import site_is_subsample
 
 from conftest import make_batch, make_spec
 from pyro_srnn.infer import iwae_log_likelihood, log_weights
-from pyro_srnn.models import GUIDES, MODELS, build_guide, build_model
+from pyro_srnn.models import GUIDES, MODELS, build_guide, build_model, model_names
 from pyro_srnn.models.srnns import StepLSTM, vrnn_torch_loss
 
+model_names()  # registers every model and guide
 LATENT_MODELS = ["storn", "vrnn", "srnn-fraccaro", "zforcing", "dmm"]
 SEQUENTIAL_PRIOR = ["vrnn", "srnn-fraccaro", "zforcing", "dmm"]
 GENERIC_GUIDES = ["filtering", "smoothing", "mean-field"]
@@ -305,3 +306,15 @@ def test_trains_on_bach_chorales_from_the_cli(name, guide_name, tmp_path, capsys
     assert summary["guide"] == (guide_name or MODELS[name].cls.default_guide)
     assert summary["metric"] == "neg_elbo" and math.isfinite(summary["value"]) and summary["value"] > 0
     assert (tmp_path / "best.pt").exists()
+
+
+def test_trainer_reports_the_kl_with_its_sign(tmp_path):
+    """kl_per_step = (loss + recon) / scale: the analytic KL of STORN (N(0, I) prior) is > 0."""
+    from conftest import make_dataset
+    from pyro_srnn.train import TrainConfig, Trainer
+
+    config = TrainConfig(model="storn", size="tiny", steps=1, batch_size=4, estimator="meanfield",
+                         out=str(tmp_path), progress=False)
+    trainer = Trainer(config, dataset=make_dataset())
+    stats = trainer.train_step(trainer.sampler.batch(0))
+    assert stats["kl_per_step"] > 0 and math.isfinite(stats["kl_per_step"])
