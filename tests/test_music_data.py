@@ -285,3 +285,19 @@ def test_folk_tunes_and_palestrina_subsets():
     pal = music.load_palestrina(max_pieces=2, progress=False, workers=1)
     assert pal.info["pieces"] == 2 and pal.spec.metric_unit == "time step"
     assert max(s.sum(axis=1).max() for s in pal.train + pal.test) >= 3  # polyphony
+
+
+def test_datasets_command_shows_where_music_and_handwriting_read_from(tmp_path, monkeypatch, capsys):
+    from pyro_srnn.cli import main
+
+    write_pickle(tmp_path / "Nottingham.pickle", _np_songs(SONGS))
+    monkeypatch.setenv("PYRO_SRNN_NOTTINGHAM", str(tmp_path))
+    monkeypatch.delenv("PYRO_SRNN_MUSEDATA", raising=False)
+    monkeypatch.delenv("PYRO_SRNN_IAMONDB", raising=False)
+    assert main(["datasets"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[1] for line in out.splitlines() if line and not line[0].isspace()}
+    assert rows["nottingham"] == "present" and rows["muse"] == "missing" and rows["iamondb"] == "missing"
+    assert rows["folk_tunes"] == rows["palestrina"] == rows["lasa"] == rows["hershey"] == "present"
+    assert f"reads from: {tmp_path} (env PYRO_SRNN_NOTTINGHAM)" in out
+    assert "PYRO_SRNN_MUSEDATA at 'MuseData.pickle'" in out and "lineStrokes" in out
