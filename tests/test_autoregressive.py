@@ -121,6 +121,29 @@ def test_low_level_gradients_reach_every_parameter(form):
     assert ctx.grad.abs().sum() > 0
 
 
+def test_reference_code_form_of_the_lstm_ignores_the_context_for_the_first_value():
+    """``ref_first_value=True`` (ref code, SPEC §7): still normalised and autoregressive, but value 0 is blind."""
+    torch.manual_seed(1)
+    low = LSTMLowLevel(3, make_head("bernoulli", None, 4), 8, 2, embed=5, ref_first_value=True).eval()
+    x = _all_binary(4).unsqueeze(0)
+    ctx = torch.randn(1, 1, 3).expand(1, 16, 3)
+    assert abs(float(low.distribution(ctx, x).log_prob(x).logsumexp(-1).detach())) < 1e-5
+    p1, p2 = low.params(ctx, x), low.params(ctx + 1.0, x)
+    assert torch.allclose(p1[..., 0, :], p2[..., 0, :])  # the defect: x_0 does not see the context
+    assert not torch.allclose(p1[..., 1:, :], p2[..., 1:, :])
+    x2 = x.clone()
+    x2[..., 2:] = 1 - x2[..., 2:]
+    assert torch.allclose(low.params(ctx, x2)[..., :3, :], p1[..., :3, :])  # value i reads x_<i only
+    # ancestral sampling follows the scored density (context-free, L=3)
+    low3 = LSTMLowLevel(0, make_head("bernoulli", None, 3), 6, 1, ref_first_value=True).eval()
+    s = low3.sample(None, num=20000)
+    freq = torch.bincount((s * torch.tensor([4.0, 2.0, 1.0])).sum(-1).long(), minlength=8).float() / 20000
+    x3 = _all_binary(3).unsqueeze(0)
+    assert torch.allclose(freq, low3.distribution(None, x3).log_prob(x3).exp()[0], atol=0.015)
+    with pytest.raises(ValueError, match="LSTM low-level"):
+        make_low_level("made", 3, make_head("bernoulli", None, 4), 8, ref_first_value=True)
+
+
 def test_make_low_level_rejects_unknown_form():
     with pytest.raises(ValueError, match="low-level form"):
         make_low_level("gru", 3, make_head("bernoulli", None, 4), 8)

@@ -22,7 +22,8 @@ within-step autoregressive model (:mod:`.lowlevel`):
     d_t = LSTM(e(x_{t-1}), d_{t-1}),      p(x_t | x_<t) = Π_i p(x_{t,i} | x_{t,<i}, d_t)
 
 ``low="lstm"``: an LSTM over the values fed ``d_t`` at every position (the study's
-speech models); ``low="made"``: a masked per-position MLP (MIDI, handwriting, and
+speech models; ``ref_first_value=True`` is the ref code's variant whose first value
+ignores ``d_t``, SPEC §7); ``low="made"``: a masked per-position MLP (MIDI, handwriting, and
 Perm-TIMIT). Handwriting steps are ordered pen → dx → dy.
 
 Both are deterministic: the ELBO with the empty guide is the exact log-likelihood.
@@ -179,15 +180,16 @@ class RNNHier(SequenceModel):
     }
 
     def __init__(self, spec, hidden=256, num_layers=1, embed=None, dropout=0.0, num_components=None,
-                 low="made", low_hidden=64, low_layers=1, low_embed=None):
+                 low="made", low_hidden=64, low_layers=1, low_embed=None, ref_first_value=False):
         if low not in LOW_LEVEL_FORMS:
             raise ValueError(f"rnn-hier: unknown low-level form low={low!r}; choose one of {LOW_LEVEL_FORMS}")
         super().__init__(spec, hidden=hidden, num_layers=num_layers, embed=embed, dropout=dropout,
                          num_components=num_components, low=low, low_hidden=low_hidden, low_layers=low_layers,
-                         low_embed=low_embed)
+                         low_embed=low_embed, ref_first_value=ref_first_value)
         self.rnn = ForwardRNN(spec.step_dim, hidden, num_layers, embed=embed, dropout=dropout)
         head = make_head(spec.family, None, spec.step_dim, num_components)
-        self.low = make_low_level(low, hidden, head, low_hidden, low_layers, embed=low_embed, dropout=dropout)
+        self.low = make_low_level(low, hidden, head, low_hidden, low_layers, embed=low_embed, dropout=dropout,
+                                  ref_first_value=ref_first_value)
 
     def step_distribution(self, batch):
         d = self.shared(batch, "d", lambda: self.rnn(batch.inputs)[0])

@@ -13,7 +13,8 @@ Two forms of the factor ``p(x_{t,i} | x_{t,<i}, c_t)``:
   output ``g_{t,i}`` summarises ``x_{t,<i}`` *and* the context, and the raw parameters
   of value ``i`` are ``W_i g_{t,i} + b_i`` (per-position output weights, as in the study).
   The ref code predicts ``x_{t,0}`` from a learned constant without the context
-  (SPEC §7); here every position, the first included, sees ``c_t``.
+  (SPEC §7); here every position, the first included, sees ``c_t``
+  (``ref_first_value=True`` reproduces the ref code's form, for comparison).
 * :class:`MADELowLevel` ("nade" in the ref code): a masked MLP, one small network per
   position, all positions in parallel. The first layer of position ``i`` is
   ``W^c_i c_t + (M ⊙ W^x_i) x_{t,<L-1} + b_i`` with the mask ``M_{i,v} = [v < i]``; later
@@ -106,8 +107,11 @@ class LSTMLowLevel(LowLevelModel):
     """
 
     def __init__(self, context_dim: int, head: OutputHead, hidden: int, num_layers: int = 1,
-                 embed: int | None = None, dropout: float = 0.0):
+                 embed: int | None = None, dropout: float = 0.0, ref_first_value: bool = False):
         super().__init__(context_dim, head)
+        #: the ref code's form (SPEC §7), for comparison only: position i reads [e(x_i), c] and value i
+        #: is predicted from the output *before* it, so x_0 comes from the learned initial state alone
+        self.ref_first_value = bool(ref_first_value)
         self.hidden = hidden
         self.num_layers = num_layers
         self.embed = nn.Linear(1, embed) if embed else None
@@ -138,8 +142,13 @@ class LSTMLowLevel(LowLevelModel):
         L = self.step_dim
         x = x.reshape(-1, L)
         context = context.expand(*batch_shape, self.context_dim).reshape(x.shape[0], self.context_dim)
-        prev = F.pad(x[:, :-1], (1, 0))  # x_{i-1}, with 0 before the first value
-        out, _ = self.lstm(self._inputs(prev, context), self._state(x.shape[0]))  # all B·T steps at once
+        state = self._state(x.shape[0])
+        if self.ref_first_value:
+            out, _ = self.lstm(self._inputs(x, context), state)
+            out = torch.cat([state[0][-1].unsqueeze(1), out[:, :-1]], dim=1)  # shift: x_i from outputs < i
+        else:
+            prev = F.pad(x[:, :-1], (1, 0))  # x_{i-1}, with 0 before the first value
+            out, _ = self.lstm(self._inputs(prev, context), state)  # all B·T steps at once
         out = self.dropout(out)
         raw = torch.einsum("nlh,lhp->nlp", out, self.out_weight) + self.out_bias
         return raw.reshape(*batch_shape, L, self.params_per_value)
@@ -153,11 +162,17 @@ class LSTMLowLevel(LowLevelModel):
         prev = torch.zeros(n, 1, device=context.device, dtype=context.dtype)
         values = []
         for i in range(self.step_dim):
-            out, state = self.lstm(self._inputs(prev, context), state)
-            raw = out[:, 0] @ self.out_weight[i] + self.out_bias[i]
+            if self.ref_first_value:  # output before reading x_i: the state after x_{<i}
+                g = state[0][-1] if i == 0 else out[:, 0]
+            else:
+                out, state = self.lstm(self._inputs(prev, context), state)
+                g = out[:, 0]
+            raw = g @ self.out_weight[i] + self.out_bias[i]
             v = self.head.value_distribution(raw, i).sample()
             values.append(v)
             prev = v.unsqueeze(1)
+            if self.ref_first_value:
+                out, state = self.lstm(self._inputs(prev, context), state)
         return torch.stack(values, dim=-1)
 
 
@@ -229,10 +244,13 @@ LOW_LEVEL_FORMS = ("lstm", "made")
 
 
 def make_low_level(form: str, context_dim: int, head: OutputHead, hidden: int, num_layers: int = 1,
-                   embed: int | None = None, dropout: float = 0.0) -> LowLevelModel:
+                   embed: int | None = None, dropout: float = 0.0, ref_first_value: bool = False) -> LowLevelModel:
     """``form="lstm"`` → :class:`LSTMLowLevel`; ``form="made"`` → :class:`MADELowLevel`."""
     if form == "lstm":
-        return LSTMLowLevel(context_dim, head, hidden, num_layers, embed=embed, dropout=dropout)
+        return LSTMLowLevel(context_dim, head, hidden, num_layers, embed=embed, dropout=dropout,
+                            ref_first_value=ref_first_value)
+    if ref_first_value:
+        raise ValueError("ref_first_value is a switch of the LSTM low-level model (low='lstm') only")
     if form == "made":
         return MADELowLevel(context_dim, head, hidden, num_layers, dropout=dropout)
     raise ValueError(f"unknown low-level form {form!r}; choose one of {LOW_LEVEL_FORMS}")
