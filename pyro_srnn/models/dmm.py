@@ -1,5 +1,7 @@
 """Deep Markov Model (Krishnan, Shalit, Sontag 2017; Pyro's DMM example), and its linear-Gaussian case.
 
+The generative model and its guide::
+
     z_{-1} = z_init (learned)
     p(z_t | z_{t-1}) = N(μ(z_{t-1}), σ(z_{t-1}))     gated transition
         g = sigmoid(W₂ relu(W₁ z_{t-1})),  h = W₄ relu(W₃ z_{t-1})
