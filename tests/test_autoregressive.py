@@ -1,17 +1,27 @@
 """Within-step autoregressive models (LSTM and masked MLP), flattening, RNN-flat and RNN-hier."""
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
+from pyro_srnn.cli import main as cli_main
+from pyro_srnn.data import chunk_sequences, collate
+from pyro_srnn.data.batch import SequenceBatch
 from pyro_srnn.heads import make_head
+from pyro_srnn.infer import log_weights
+from pyro_srnn.models import build_guide, build_model
+from pyro_srnn.models.base import EmptyGuide
 from pyro_srnn.models.lowlevel import (LSTMLowLevel, MADELowLevel, flatten_batch, flat_inputs,
                                        make_low_level)
+from pyro_srnn.train import TrainConfig, Trainer
 
-from conftest import make_batch
+from conftest import make_batch, make_dataset, make_spec, random_sequences
 
 
 def _low(form, family="bernoulli", L=4, C=3, hidden=8, num_layers=2, k=2):
@@ -175,18 +185,6 @@ def test_flatten_batch_reading_order_and_mask():
 
 # ---------------------------------------------------------------------------- models
 
-import dataclasses  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from pyro_srnn.cli import main as cli_main  # noqa: E402
-from pyro_srnn.data import chunk_sequences, collate  # noqa: E402
-from pyro_srnn.infer import log_weights  # noqa: E402
-from pyro_srnn.models import build_guide, build_model  # noqa: E402
-from pyro_srnn.models.base import EmptyGuide  # noqa: E402
-from pyro_srnn.train import TrainConfig, Trainer  # noqa: E402
-
-from conftest import make_dataset, make_spec, random_sequences  # noqa: E402
 
 STEP_MODELS = [("rnn-flat", {}), ("rnn-flat", {"flat_chunk": 4}), ("rnn-hier", {"low": "lstm"}),
                ("rnn-hier", {"low": "made"}), ("delta-rnn", {"d_leak": 2}),
@@ -223,8 +221,6 @@ def test_step_density_normalises_over_all_binary_steps(name, kw):
 
 
 def collate_steps(inputs, targets):
-    from pyro_srnn.data.batch import SequenceBatch
-
     return SequenceBatch(inputs.clone(), targets.clone(), torch.ones(inputs.shape[:2], dtype=torch.bool))
 
 
@@ -326,8 +322,6 @@ CLI_RUNS = [("rnn-flat", ["--model-arg", "flat_chunk=88"]), ("rnn-hier", []), ("
 @pytest.mark.parametrize("name,extra", CLI_RUNS, ids=["flat", "hier-made", "hier-lstm", "delta-interleave",
                                                        "delta-srnn"])
 def test_trains_from_the_cli_on_bach_chorales(name, extra, tmp_path, capsys):
-    import json
-
     code = cli_main(["train", "--dataset", "bach_chorales", "--model", name, "--size", "tiny", "--steps", "3",
                      "--valid-every", "3", "--valid-max-batches", "1", "--batch-size", "4", "--no-progress",
                      "--out", str(tmp_path), *extra])
