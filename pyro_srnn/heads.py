@@ -23,6 +23,11 @@ Families (SPEC §3):
   ``k``-component mixture each for dx and dy. Each value has ``P = 3k`` slots;
   the pen bit reads only the first (the other ``3k − 1`` are ignored), so the
   head is usable by the same low-level models as the others.
+
+``head.value_distribution(params (..., P), i)`` is the 1-D density of value ``i`` alone
+(the step density is their product); low-level models sample one value at a time with
+it. :class:`SubsetHead` models a fixed subset of a step's positions (the two groups of
+the δ-RNN), each value with the family of its position (:func:`make_subset_head`).
 """
 from __future__ import annotations
 
