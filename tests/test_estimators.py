@@ -208,3 +208,25 @@ def test_forward_rnn_runs_once_for_model_and_guide(name, kw):
         calls.update(forward=0, backward=0)
         elbo.differentiable_loss(model, guide, make_batch("bernoulli", 5)).backward()
         assert calls == {"forward": 1, "backward": 1}
+
+
+@pytest.mark.parametrize("guide_name", ["srnn-posterior", "mean-field"])
+def test_one_batch_reused_for_several_updates_never_sees_stale_features(guide_name):
+    """The cached d_t follows the weights and the grad mode: training on one batch = fresh batches."""
+    model = build_model("f-srnn", make_spec("bernoulli", 5), "tiny")
+    guide = build_guide(guide_name, model)
+    loss_fn = Trace_ELBO()(model, guide)
+    optimizer = torch.optim.Adam(loss_fn.parameters(), lr=0.05)
+    batch = make_batch("bernoulli", 5)
+    with torch.no_grad():
+        loss_fn(batch)  # an evaluation without a graph first
+    for step in range(3):
+        torch.manual_seed(step)
+        reused = loss_fn(batch)
+        torch.manual_seed(step)
+        fresh = loss_fn(make_batch("bernoulli", 5))
+        assert torch.allclose(reused, fresh)
+        reused.backward()
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.forward_rnn.parameters())
+        optimizer.step()
+        optimizer.zero_grad()

@@ -22,8 +22,8 @@ Three output forms (SPEC §2):
   ``p(x_t | o_t) = Π_i p(x_{t,i} | x_{t,<i}, o_t)`` (an LSTM "inp" low-level model for
   speech, a masked MLP "nade" for MIDI and handwriting, :mod:`pyro_srnn.models.lowlevel`).
 
-Speed: the forward RNN features ``d`` are computed once per batch and shared by model and
-guide (:meth:`SequenceModel.shared`); the backward RNN runs in the guide only. The input
+Speed: the forward RNN features ``d`` are computed once per ELBO evaluation and shared by
+model and guide through the batch's cache; the backward RNN runs in the guide only. The input
 embedding is shared by both RNNs (the ref code's layout; it reproduces the parameter counts
 of the study's Table 6). :func:`srnn_torch_loss` computes the same negative ELBO in plain
 PyTorch from the same modules (for benchmarks, and to test the Pyro loss against it).
@@ -123,9 +123,21 @@ class SimplifiedSRNN(SequenceModel):
         """``d_t`` for every step of ``inputs (B, T, L_view)``."""
         return self.in_pieces(lambda x: self.forward_rnn(x)[0], inputs)
 
-    def features(self, view: SequenceBatch) -> torch.Tensor:
-        """``d (B, T, H)``: the forward RNN over the inputs, computed once per batch."""
-        return self.shared(view, "d", lambda: self.forward_features(view.inputs))
+    def features(self, view: SequenceBatch, refresh: bool = False) -> torch.Tensor:
+        """``d (B, T, H)``: the forward RNN over the inputs, computed once per loss evaluation.
+
+        Kept in the batch's cache (like :meth:`SequenceModel.shared`) so that the guide and
+        the model use one pass. ``srnn-posterior`` runs first in every ELBO and asks for a
+        fresh pass (``refresh``); the cached one is also dropped when the weights changed
+        in place (optimiser step), or the train/eval or grad mode differs, so reusing one
+        batch for several updates never sees a stale ``d`` or a freed graph.
+        """
+        slot = (id(self), "d")
+        state = (self.training, torch.is_grad_enabled(), tuple(p._version for p in self.forward_rnn.parameters()))
+        cached = view.cache.get(slot)
+        if refresh or cached is None or cached[0] != state:
+            cached = view.cache[slot] = (state, self.forward_features(view.inputs))
+        return cached[1]
 
     def emission(self, d: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """``o_t = LSTM([d_t, z_t], o_{t-1})`` for every step."""
@@ -296,9 +308,10 @@ class SRNNHier(_StepOutput, SimplifiedSRNN):
 class SRNNPosterior(SequenceGuide):
     """The simplified SRNN's posterior ``q(z_t | d_t, a_t)``.
 
-    ``d_t`` is the model's forward-RNN state (shared through :meth:`SequenceModel.shared`,
-    so it is computed once per batch for model and guide); ``a_t`` is a backward LSTM over
-    the embedded targets ``x_≥t`` of the chunk, which this guide owns.
+    ``d_t`` is the model's forward-RNN state (kept in the batch's cache by
+    :meth:`SimplifiedSRNN.features`: computed here, reused by the model, so once per
+    ELBO evaluation); ``a_t`` is a backward LSTM over the embedded targets ``x_≥t`` of the
+    chunk, which this guide owns.
     """
 
     def __init__(self, model, hidden=None, mlp=None, num_layers=None):
@@ -322,7 +335,7 @@ class SRNNPosterior(SequenceGuide):
 
     def forward(self, batch, kl_scale: float = 1.0):
         view = self.model.latent_view(batch)
-        loc, scale = self.posterior(view, self.model.features(view))
+        loc, scale = self.posterior(view, self.model.features(view, refresh=True))
         with pyro.plate("sequences", view.batch_size):
             with poutine.scale(scale=kl_scale):
                 pyro.sample("z", SequenceNormal(loc, scale, mask=view.mask))
