@@ -47,7 +47,9 @@ def test_sphinx_site_builds_without_warnings(tmp_path):
 
     models_html = (out / "models.html").read_text()
     for name in model_names():
-        assert f"--model {name}" in models_html, f"model {name!r} is missing from the model zoo page"
+        # the live facts line of the model's section: CLI name, class, default guide
+        facts = f'<span class="pre">--model</span> <span class="pre">{name}</span>'
+        assert facts in models_html, f"model {name!r} has no section on the model zoo page"
         assert MODELS[name].cls.__qualname__ in models_html
     api_html = (out / "api.html").read_text()
     for module in ("pyro_srnn.train", "pyro_srnn.models.base", "pyro_srnn.infer.estimators",
@@ -77,27 +79,27 @@ def test_quick_start_shows_the_readme_commands():
     assert 'pip install torch==2.13.0 && pip install -e ".[dev]" && python -m pytest -q' in text
 
 
-@pytest.mark.slow
-def test_custom_guide_example_runs(tmp_path):
-    """The worked example of a new guide defines, registers, checks and trains it (see its asserts)."""
-    proc = subprocess.run([sys.executable, str(DOCS / "examples" / "custom_guide.py")], cwd=tmp_path, env=_env(),
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "refused: guide 'bigru' does not fit model 'f-rnn'" in proc.stdout
-    assert re.search(r"validation -ELBO per time step: [\d.]+ -> [\d.]+ nats", proc.stdout), proc.stdout
-
-
 def _python_blocks(page: str) -> list[str]:
-    return re.findall(r"```python\n(.*?)```", (DOCS / page).read_text(), flags=re.S)
+    blocks = re.findall(r"```python\n(.*?)```", (DOCS / page).read_text(), flags=re.S)
+    return [b for b in blocks if "pyro.plate" not in b]  # fragments of a model are not scripts
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("page", ["quickstart.md", "data.md"])
-def test_python_snippets_of_the_docs_run(page, tmp_path):
-    blocks = [b for b in _python_blocks(page) if "pyro.plate" not in b]  # fragments of a model are not scripts
-    assert blocks, f"{page} has no Python snippet"
-    script = tmp_path / "snippet.py"
-    script.write_text("\n\n".join(blocks))
+def test_code_of_the_docs_runs(tmp_path):
+    """The Python snippets of the quick start and data pages, then the worked example of a new guide
+    (which defines, registers, checks and trains it; see its asserts), in one fresh interpreter."""
+    parts = []
+    for page in ("quickstart.md", "data.md"):
+        blocks = _python_blocks(page)
+        assert blocks, f"{page} has no Python snippet"
+        parts += [f"print('--- docs/{page}')"] + blocks
+    example = DOCS / "examples" / "custom_guide.py"
+    parts += ["print('--- docs/examples/custom_guide.py')", "import runpy",
+              f"runpy.run_path({str(example)!r}, run_name='__main__')"]
+    script = tmp_path / "docs_code.py"
+    script.write_text("\n\n".join(parts))
     proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=_env(), capture_output=True, text=True,
                           timeout=600)
-    assert proc.returncode == 0, f"a Python snippet of docs/{page} fails:\n{proc.stdout}\n{proc.stderr}"
+    assert proc.returncode == 0, f"code of the docs fails:\n{proc.stdout}\n{proc.stderr}"
+    assert "refused: guide 'bigru' does not fit model 'f-rnn'" in proc.stdout
+    assert re.search(r"validation -ELBO per time step: [\d.]+ -> [\d.]+ nats", proc.stdout), proc.stdout

@@ -88,7 +88,7 @@ if __name__ == "__main__":
             assert torch.isfinite(torch.tensor(loss))
 
     # 3. train model + new guide with the zoo's trainer, by name
-    steps = 30 if quick else 300
+    steps = 15 if quick else 300
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(TrainConfig(model="f-srnn", guide="bigru", size="tiny", steps=steps,
                                       batch_size=8, valid_every=steps, valid_max_batches=2,
