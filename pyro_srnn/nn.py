@@ -50,11 +50,15 @@ class ForwardRNN(nn.Module):
 
 
 def reverse_padded(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Reverse each row's valid prefix in time (padding stays at the end)."""
+    """Reverse each row's valid prefix in time (padding stays at the end).
+
+    The prefix ends at the row's last True: a mask with holes (the unscored first target
+    of each sequence in stream batching) marks real steps inside the prefix.
+    """
     if mask is None:
         return x.flip(1)
-    lengths = mask.sum(1)
     T = x.shape[1]
+    lengths = torch.where(mask.any(1), T - mask.flip(1).to(torch.uint8).argmax(1), 0)
     t = torch.arange(T, device=x.device).expand(x.shape[0], T)
     idx = torch.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)
     return x.gather(1, idx.unsqueeze(-1).expand_as(x))

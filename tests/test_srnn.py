@@ -94,6 +94,26 @@ def test_srnn_flat_scores_the_flattened_chunk_and_resets_every_flat_chunk():
     assert not torch.allclose(d[:, :6], d2[:, :6]) and torch.equal(d[:, 6:], d2[:, 6:])
 
 
+def test_srnn_posterior_backward_rnn_reads_whole_stream_chunks():
+    """Stream batching leaves unscored holes inside a chunk: a_t must still read every real step ≥ t."""
+    import numpy as np
+
+    from pyro_srnn.data import chunk_sequences, collate
+
+    rng = np.random.default_rng(0)
+    seqs = [rng.random((n, 4)).astype(np.float32) for n in (4, 6, 3)]
+    batch = collate(chunk_sequences(seqs, 5, stream=True))
+    assert not batch.mask[0, 3] and batch.mask[0, 4]  # a hole inside the first chunk
+    model = build_model("f-srnn", make_spec("bernoulli", 4), "tiny")
+    guide = build_guide(None, model)
+    emb = model.embed(batch.targets)
+    a = guide.backward_rnn(emb, batch.mask)
+    for row in range(batch.batch_size):
+        n = int(batch.mask[row].nonzero().max()) + 1  # real steps: up to the last scored one
+        expected = guide.backward_rnn.lstm(emb[row:row + 1, :n].flip(1))[0].flip(1)
+        assert torch.allclose(a[row:row + 1, :n], expected, atol=1e-6)
+
+
 @pytest.mark.parametrize("guide_name", ["filtering", "smoothing", "mean-field"])
 @pytest.mark.parametrize("name", NAMES)
 def test_generic_guides_serve_the_srnn_family(name, guide_name):
