@@ -6,6 +6,22 @@ summed across ranks (the loss is normalised by the *global* number of scored
 values, so N ranks compute exactly the update one process would on the union of
 their shards), and only rank 0 writes checkpoints, metrics and samples. Backend:
 gloo on CPU, NCCL on CUDA. Without ``torchrun`` everything is a no-op.
+
+Per update there are two collectives: one small all-reduce of ``[values, steps, loss,
+reconstruction]`` (the global counts used for the normalisation, and the global sums
+that rank 0 logs; a non-finite loss on any rank therefore stops every rank), and one
+all-reduce of all gradients in a single flat buffer. Every rank then applies the same
+clipping and Adam step to the same summed gradient, so parameters stay identical
+without broadcasting them. Validation runs on every rank over the whole validation
+split (identical numbers, so every rank agrees on the best step); ``--resume`` makes
+every rank load rank 0's ``latest.pt`` (the batch of a step is a pure function of
+``(seed, step)``, so each rank resumes on its own shard). All ranks share one seed:
+with latent models, rows at the same position of different shards see the same
+noise draws (still an unbiased ELBO gradient).
+
+Checked by ``tests/test_distributed.py``: two gloo processes launched by ``torchrun``,
+interrupted and resumed, end with the parameters of one process trained on the
+union of their shards (to 1e-6).
 """
 from __future__ import annotations
 
