@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from pyro import poutine
@@ -10,6 +11,7 @@ from pyro.infer import Trace_ELBO
 
 from conftest import make_batch, make_spec
 from pyro_srnn.cli import main
+from pyro_srnn.data import chunk_sequences, collate
 from pyro_srnn.data.core import DataSpec
 from pyro_srnn.models import GuideMismatch, build_guide, build_model
 from pyro_srnn.models.lowlevel import flatten_batch
@@ -73,6 +75,15 @@ def test_generate_draws_valid_steps(name, family, L):
     assert model.generate(2, 1).shape == (2, 1, L)
 
 
+@pytest.mark.parametrize("family,L", FAMILIES)
+def test_srnn_hier_lstm_low_level_generates_valid_steps(family, L):
+    model = build_model("srnn-hier", make_spec(family, L), "tiny", low_level="lstm", low_hidden=8)
+    x = model.generate(2, 4)
+    assert x.shape == (2, 4, L) and torch.isfinite(x).all()
+    if family != "gaussian":
+        assert set(x[..., 0].unique().tolist()) <= {0.0, 1.0}
+
+
 def test_srnn_flat_rejects_handwriting_with_a_reason():
     with pytest.raises(ValueError, match="handwriting"):
         build_model("srnn-flat", make_spec("handwriting", 3), "tiny")
@@ -96,10 +107,6 @@ def test_srnn_flat_scores_the_flattened_chunk_and_resets_every_flat_chunk():
 
 def test_srnn_posterior_backward_rnn_reads_whole_stream_chunks():
     """Stream batching leaves unscored holes inside a chunk: a_t must still read every real step ≥ t."""
-    import numpy as np
-
-    from pyro_srnn.data import chunk_sequences, collate
-
     rng = np.random.default_rng(0)
     seqs = [rng.random((n, 4)).astype(np.float32) for n in (4, 6, 3)]
     batch = collate(chunk_sequences(seqs, 5, stream=True))
