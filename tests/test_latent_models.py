@@ -318,3 +318,15 @@ def test_trainer_reports_the_kl_with_its_sign(tmp_path):
     trainer = Trainer(config, dataset=make_dataset())
     stats = trainer.train_step(trainer.sampler.batch(0))
     assert stats["kl_per_step"] > 0 and math.isfinite(stats["kl_per_step"])
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", LATENT_MODELS)
+def test_latent_models_run_on_cuda(name):
+    model = tiny(name).cuda()
+    guide = build_guide(None, model).cuda()
+    loss = TraceMeanField_ELBO().differentiable_loss(model, guide, make_batch().to("cuda"), kl_scale=0.5)
+    loss.backward()
+    assert loss.is_cuda and torch.isfinite(loss)
+    assert model.generate(2, 5).is_cuda
