@@ -330,3 +330,31 @@ def test_latent_models_run_on_cuda(name):
     loss.backward()
     assert loss.is_cuda and torch.isfinite(loss)
     assert model.generate(2, 5).is_cuda
+
+
+@pytest.mark.parametrize("name", LATENT_MODELS)
+def test_one_batch_reused_for_several_updates(name):
+    """Features shared through the batch's cache follow the weights: no stale value, no freed graph."""
+    model = tiny(name)
+    guide = build_guide(None, model)
+    loss_fn = Trace_ELBO()(model, guide)
+    optim = torch.optim.Adam([*model.parameters(), *guide.parameters()], lr=1e-2)
+    batch = make_batch()
+    for _ in range(3):
+        optim.zero_grad()
+        loss_fn(batch).backward()
+        optim.step()
+    pyro.set_rng_seed(5)
+    reused = float(loss_fn(batch).detach())
+    pyro.set_rng_seed(5)
+    assert reused == float(loss_fn(make_batch()).detach())
+
+
+def test_fraccaro_model_reuses_the_forward_rnn_its_posterior_ran(monkeypatch):
+    model = tiny("srnn-fraccaro")
+    guide = build_guide(None, model)
+    calls = []
+    original = model.forward_rnn.forward
+    monkeypatch.setattr(model.forward_rnn, "forward", lambda *a: calls.append(1) or original(*a))
+    Trace_ELBO().loss(model, guide, make_batch())
+    assert calls == [1]

@@ -37,10 +37,13 @@ teacher-forced (one full-sequence LSTM pass), ``sampler()`` draws one ancestrall
 in plain torch, stepping the *same* LSTM weights with :class:`StepLSTM`). The same model
 code therefore serves a replayed ``z`` (from a guide) and a sampled one (generation).
 
-Speed: the VRNN / Z-forcing recurrence ``v`` is a deterministic function of ``(x, z)``.
-Whoever computes it first for a path — the posterior's sampling loop, or the model's
-teacher-forced pass — stores it in ``batch.cache`` keyed to that ``z`` tensor, so the
-model never recomputes what its guide already ran (:meth:`RecurrentLatentModel.context`).
+Speed: features that model and guide both need — the VRNN / Z-forcing recurrence ``v``
+(a deterministic function of ``(x, z)``), Fraccaro's forward RNN ``d``, Z-forcing's backward
+RNN ``b`` — are stored in ``batch.cache`` by whoever computes them first (usually the
+posterior's sampling loop) *keyed to the sampled ``z`` tensor* and to the weights' versions
+and train/grad mode (:meth:`LatentSequenceModel.path_feature`). The model therefore never
+recomputes what its guide already ran, and a batch reused for several updates never sees a
+stale feature or a freed graph (each ELBO evaluation draws a new ``z``).
 """
 from __future__ import annotations
 
@@ -126,6 +129,24 @@ class LatentSequenceModel(SequenceModel):
     def latent_shape(self, batch) -> tuple[int, int, int]:
         return (batch.batch_size, batch.num_steps, self.z_dim)
 
+    # ------------------------------------------------------------ features shared per path
+    def _feature_state(self):
+        return self.training, torch.is_grad_enabled(), tuple(p._version for p in self.parameters())
+
+    def path_feature(self, batch, key: str, z: torch.Tensor, fn):
+        """``fn()`` for the latent path ``z``, computed once: reused when it was stored for this
+        very ``z`` tensor (by the guide, or an earlier call) with the same weights and modes."""
+        hit = batch.cache.get((id(self), key))
+        if hit is not None and hit[0] is z and hit[1] == self._feature_state():
+            return hit[2]
+        value = fn()
+        self.remember(batch, key, z, value)
+        return value
+
+    def remember(self, batch, key: str, z: torch.Tensor, value) -> None:
+        """Store a feature computed alongside the path ``z`` (see :meth:`path_feature`)."""
+        batch.cache[(id(self), key)] = (z, self._feature_state(), value)
+
     def observe(self, batch, features: torch.Tensor) -> None:
         pyro.sample("x", masked_sequence(self.head(features), batch.mask), obs=batch.targets)
 
@@ -149,8 +170,7 @@ class STORN(LatentSequenceModel):
         with pyro.plate("sequences", batch.batch_size):
             with poutine.scale(scale=kl_scale):
                 z = pyro.sample("z", SequenceNormal(zeros, torch.ones_like(zeros), mask=batch.mask))
-            ex = self.shared(batch, "phi_x(inputs)", lambda: self.phi_x(batch.inputs))
-            h, _ = self.rnn(torch.cat([ex, z], -1))
+            h, _ = self.rnn(torch.cat([self.phi_x(batch.inputs), z], -1))
             self.observe(batch, self.decoder(h))
 
     @torch.no_grad()
@@ -197,21 +217,10 @@ class RecurrentLatentModel(LatentSequenceModel):
         self.decoder = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden + z_dim, mlp), nn.ReLU())
 
     # --------------------------------------------------------------- the recurrence, shared
-    def embedded_inputs(self, batch) -> torch.Tensor:
-        return self.shared(batch, "phi_x(inputs)", lambda: self.core.phi_x(batch.inputs))
-
     def context(self, batch, z: torch.Tensor) -> torch.Tensor:
         """``v (B, T, H)`` (``v[:, t] = v_{t-1}``) for the path ``z``: computed once per path."""
-        key = (id(self), "v")
-        cached = batch.cache.get(key)
-        if cached is not None and cached[0] is z:
-            return cached[1]
-        v = self.core.teacher_forced(self.embedded_inputs(batch), z)
-        batch.cache[key] = (z, v)
-        return v
-
-    def remember_context(self, batch, z: torch.Tensor, v: torch.Tensor) -> None:
-        batch.cache[(id(self), "v")] = (z, v)
+        core = self.core
+        return self.path_feature(batch, "v", z, lambda: core.teacher_forced(core.phi_x(batch.inputs), z))
 
     def sample_path(self, batch, step_params):
         """Ancestral loop shared by prior and posteriors.
@@ -219,9 +228,9 @@ class RecurrentLatentModel(LatentSequenceModel):
         ``step_params(t, v_t) -> (loc, scale)`` of ``z_t``; returns ``(z, loc, scale)`` and
         remembers ``v`` for ``z``.
         """
-        ex = self.embedded_inputs(batch)
-        B, T, _ = ex.shape
         core = self.core  # looked up once: a PyroModule attribute access is a pyro.module statement
+        ex = core.phi_x(batch.inputs)
+        B, T, _ = ex.shape
         z_prev, state = ex.new_zeros(B, self.z_dim), None
         zs, locs, scales, vs = [], [], [], []
         for t in range(T):
@@ -233,7 +242,7 @@ class RecurrentLatentModel(LatentSequenceModel):
             scales.append(scale)
             vs.append(v_t)
         z, loc, scale = _gaussian_path(locs, scales, zs)
-        self.remember_context(batch, z, torch.stack(vs, 1))
+        self.remember(batch, "v", z, torch.stack(vs, 1))
         return z, loc, scale
 
     def prior(self, batch) -> SequenceNormal:
@@ -305,11 +314,11 @@ class ZForcing(RecurrentLatentModel):
 
     def backward_features(self, batch) -> torch.Tensor:
         """``b (B, T, H)``, ``b[:, t]`` summarises ``x_{≥t}`` of the chunk (mask-aware)."""
-        return self.shared(batch, "b", lambda: self.backward_rnn(batch.targets, batch.mask))
+        return self.backward_rnn(batch.targets, batch.mask)
 
     def auxiliary_log_prob(self, batch, z: torch.Tensor) -> torch.Tensor:
         """``Σ_t log N(b_t; μ(z_t), σ(z_t))`` per row, masked (unweighted)."""
-        b = self.backward_features(batch).detach()
+        b = self.path_feature(batch, "b", z, lambda: self.backward_features(batch)).detach()
         loc, scale = self.aux_net(z)
         lp = torch.distributions.Normal(loc, scale).log_prob(b).sum(-1)
         return lp.masked_fill(~batch.mask, 0.0).sum(-1)
@@ -356,7 +365,11 @@ class RecurrentPosterior(SequenceGuide):
 
         q = SequenceNormal(params_fn=params_fn, sampler=sampler, shape=model.latent_shape(batch), mask=batch.mask)
         with pyro.plate("sequences", batch.batch_size), poutine.scale(scale=kl_scale):
-            pyro.sample("z", q)
+            z = pyro.sample("z", q)
+        self.share(batch, z, side)
+
+    def share(self, batch, z, side) -> None:
+        """Leave features the model also needs in the batch's cache, keyed to ``z``."""
 
 
 @register_guide("vrnn-posterior", "VRNN's filtering posterior q(z_t|φx(x_t), v_t-1), stepping the model's v")
@@ -368,7 +381,7 @@ class VRNNPosterior(RecurrentPosterior):
 
     def side(self, batch):
         # φx is shared by the recurrence and the encoder, as in Chung et al. (2015)
-        return self.model.shared(batch, "phi_x(targets)", lambda: self.model.core.phi_x(batch.targets))
+        return self.model.core.phi_x(batch.targets)
 
 
 @register_guide("zforcing-posterior", "Z-forcing's posterior q(z_t|h_t-1,b_t), b_t backward LSTM over x_≥t")
@@ -380,6 +393,9 @@ class ZForcingPosterior(RecurrentPosterior):
 
     def side(self, batch):
         return self.model.backward_features(batch)
+
+    def share(self, batch, z, side) -> None:
+        self.model.remember(batch, "b", z, side)  # the auxiliary cost's target
 
 
 # --------------------------------------------------------------------------- Fraccaro's SRNN
@@ -398,17 +414,21 @@ class FraccaroSRNN(LatentSequenceModel):
         self.decoder = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden + z_dim, mlp), nn.ReLU())
 
     def deterministic(self, batch) -> torch.Tensor:
-        """``d (B, T, H)``: ``d[:, t] = d_t`` summarises ``x_<t`` (shared with the guide)."""
-        return self.shared(batch, "d", lambda: self.forward_rnn(batch.inputs)[0])
+        """``d (B, T, H)``: ``d[:, t] = d_t`` summarises ``x_<t``."""
+        return self.forward_rnn(batch.inputs)[0]
+
+    def deterministic_for(self, batch, z) -> torch.Tensor:
+        """``d`` for the path ``z``: the one its sampler (prior or guide) computed, if any."""
+        return self.path_feature(batch, "d", z, lambda: self.deterministic(batch))
 
     def prior_step(self, d_t, z_prev):
         return self.prior_net(torch.cat([d_t, z_prev], -1))
 
     def prior(self, batch) -> SequenceNormal:
-        d = self.deterministic(batch)
         prior_net = self.prior_net  # looked up once: a PyroModule attribute access is a pyro.module statement
 
         def sampler():
+            d = self.deterministic(batch)
             z_prev = d.new_zeros(batch.batch_size, self.z_dim)
             zs, locs, scales = [], [], []
             for t in range(batch.num_steps):
@@ -417,17 +437,19 @@ class FraccaroSRNN(LatentSequenceModel):
                 zs.append(z_prev)
                 locs.append(loc)
                 scales.append(scale)
-            return _gaussian_path(locs, scales, zs)
+            path = _gaussian_path(locs, scales, zs)
+            self.remember(batch, "d", path[0], d)
+            return path
 
-        return SequenceNormal(params_fn=lambda z: self.prior_step(d, shift_right(z)), sampler=sampler,
-                              shape=self.latent_shape(batch), mask=batch.mask)
+        return SequenceNormal(params_fn=lambda z: self.prior_step(self.deterministic_for(batch, z), shift_right(z)),
+                              sampler=sampler, shape=self.latent_shape(batch), mask=batch.mask)
 
     def forward(self, batch, kl_scale: float = 1.0):
         self.check_batch(batch)
         with pyro.plate("sequences", batch.batch_size):
             with poutine.scale(scale=kl_scale):
                 z = pyro.sample("z", self.prior(batch))
-            self.observe(batch, self.decoder(torch.cat([self.deterministic(batch), z], -1)))
+            self.observe(batch, self.decoder(torch.cat([self.deterministic_for(batch, z), z], -1)))
 
     @torch.no_grad()
     def generate(self, num_sequences, num_steps, first_step=None):
@@ -491,7 +513,8 @@ class FraccaroPosterior(SequenceGuide):
         q = SequenceNormal(params_fn=lambda z: step(a, d, shift_right(z)), sampler=sampler,
                            shape=model.latent_shape(batch), mask=batch.mask)
         with pyro.plate("sequences", batch.batch_size), poutine.scale(scale=kl_scale):
-            pyro.sample("z", q)
+            z = pyro.sample("z", q)
+        model.remember(batch, "d", z, d)  # the model's prior and emission read the same d_t
 
 
 def vrnn_torch_loss(model: VRNN, guide: VRNNPosterior, batch, kl_scale: float = 1.0) -> torch.Tensor:
