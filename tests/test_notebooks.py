@@ -27,19 +27,26 @@ CELL_TIMEOUT_S = 240  # a quick-mode cell takes seconds; this only stops a hung 
 
 
 def _kernel_name() -> str:
-    """A kernel that runs *this* interpreter (the venv that has the package installed)."""
+    """A kernel that runs *this* interpreter (the venv that has the package installed).
+
+    jupyter_client starts a kernel whose command is plain ``python`` with ``sys.executable``
+    (ipykernel's own ``python3`` spec is written that way); a spec naming another interpreter
+    by path is used only if that path is this interpreter.
+    """
     from jupyter_client.kernelspec import KernelSpecManager
 
+    here = Path(sys.executable).resolve()
+    plain = {"python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info[:2])}
+
+    def runs_here(argv) -> bool:
+        return bool(argv) and (argv[0] in plain or Path(argv[0]).resolve() == here)
+
     specs = KernelSpecManager().get_all_specs()
-    for name, entry in specs.items():
-        argv = entry["spec"]["argv"]
-        if argv and Path(argv[0]).resolve() == Path(sys.executable).resolve():
-            return name
-    if "python3" in specs and Path(specs["python3"]["resource_dir"]).resolve().is_relative_to(
-            Path(sys.prefix).resolve()):
-        return "python3"
-    pytest.fail(f"no Jupyter kernel runs {sys.executable}; install one: "
-                f"{sys.executable} -m ipykernel install --sys-prefix")
+    usable = [name for name, entry in specs.items() if runs_here(entry["spec"]["argv"])]
+    if not usable:
+        pytest.fail(f"no Jupyter kernel runs {sys.executable}; install one: "
+                    f"{sys.executable} -m ipykernel install --sys-prefix")
+    return "python3" if "python3" in usable else sorted(usable)[0]
 
 
 def test_notebooks_exist_and_have_no_outputs():
