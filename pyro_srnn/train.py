@@ -256,6 +256,7 @@ class Trainer:
                    disable=not (cfg.progress and self.is_main), dynamic_ncols=True)
         row: dict = {}
         running = []
+        saved_at = None  # the step whose checkpoint and metrics are on disk
         try:
             while self.step < end:
                 batch = self.sampler.batch(self.step).to(self.device)
@@ -279,6 +280,7 @@ class Trainer:
                             self.history.append(row)
                         self.save("latest.pt")
                         self.write_metrics()
+                        saved_at = self.step
                     else:
                         self.history.append(row)
         except KeyboardInterrupt:
@@ -288,8 +290,9 @@ class Trainer:
         finally:
             bar.close()
         if self.step == end:
-            self.save("latest.pt")
-            self.write_metrics()
+            if saved_at != self.step:
+                self.save("latest.pt")
+                self.write_metrics()
             if not (self.out / "best.pt").exists():
                 self.save("best.pt")
         return row

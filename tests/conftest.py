@@ -12,7 +12,8 @@ from pyro_srnn.data.core import DataSpec, SequenceDataset
 from pyro_srnn.data import chunk_sequences, collate
 
 os.environ.setdefault("MPLBACKEND", "Agg")
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# tiny models: one thread is faster than two contending ones (and leaves a core for the rest)
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
