@@ -68,12 +68,22 @@ class SequenceModel(PyroModule):
                 f"(model {self.name!r} was built for {self.spec.name!r})"
             )
 
-    def shared(self, batch, key: str, fn: Callable[[], object]):
-        """Compute ``fn()`` once per batch and share it between model and guide."""
-        cache_key = (id(self), key)
-        if cache_key not in batch.cache:
-            batch.cache[cache_key] = fn()
-        return batch.cache[cache_key]
+    def feature_state(self) -> tuple:
+        """What a cached feature depends on besides the batch: modes and the weights' versions."""
+        return self.training, torch.is_grad_enabled(), tuple(p._version for p in self.parameters())
+
+    def shared(self, batch, key: str, fn: Callable[[], object], refresh: bool = False):
+        """Compute ``fn()`` once per batch and share it between model and guide.
+
+        The cached value is recomputed when the weights changed in place (an optimiser
+        step), or the train/eval or grad mode differs, so a batch reused for several
+        updates never sees a stale feature or a freed graph; ``refresh`` forces it.
+        """
+        slot, state = (id(self), key), self.feature_state()
+        hit = batch.cache.get(slot)
+        if refresh or hit is None or hit[0] != state:
+            hit = batch.cache[slot] = (state, fn())
+        return hit[1]
 
     # ---------------------------------------------------------------- config
     def config(self) -> dict:

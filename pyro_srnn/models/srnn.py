@@ -132,12 +132,7 @@ class SimplifiedSRNN(SequenceModel):
         in place (optimiser step), or the train/eval or grad mode differs, so reusing one
         batch for several updates never sees a stale ``d`` or a freed graph.
         """
-        slot = (id(self), "d")
-        state = (self.training, torch.is_grad_enabled(), tuple(p._version for p in self.forward_rnn.parameters()))
-        cached = view.cache.get(slot)
-        if refresh or cached is None or cached[0] != state:
-            cached = view.cache[slot] = (state, self.forward_features(view.inputs))
-        return cached[1]
+        return self.shared(view, "d", lambda: self.forward_features(view.inputs), refresh=refresh)
 
     def emission(self, d: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """``o_t = LSTM([d_t, z_t], o_{t-1})`` for every step."""

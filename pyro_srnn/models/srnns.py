@@ -130,14 +130,11 @@ class LatentSequenceModel(SequenceModel):
         return (batch.batch_size, batch.num_steps, self.z_dim)
 
     # ------------------------------------------------------------ features shared per path
-    def _feature_state(self):
-        return self.training, torch.is_grad_enabled(), tuple(p._version for p in self.parameters())
-
     def path_feature(self, batch, key: str, z: torch.Tensor, fn):
         """``fn()`` for the latent path ``z``, computed once: reused when it was stored for this
         very ``z`` tensor (by the guide, or an earlier call) with the same weights and modes."""
         hit = batch.cache.get((id(self), key))
-        if hit is not None and hit[0] is z and hit[1] == self._feature_state():
+        if hit is not None and hit[0] is z and hit[1] == self.feature_state():
             return hit[2]
         value = fn()
         self.remember(batch, key, z, value)
@@ -145,7 +142,7 @@ class LatentSequenceModel(SequenceModel):
 
     def remember(self, batch, key: str, z: torch.Tensor, value) -> None:
         """Store a feature computed alongside the path ``z`` (see :meth:`path_feature`)."""
-        batch.cache[(id(self), key)] = (z, self._feature_state(), value)
+        batch.cache[(id(self), key)] = (z, self.feature_state(), value)
 
     def observe(self, batch, features: torch.Tensor) -> None:
         pyro.sample("x", masked_sequence(self.head(features), batch.mask), obs=batch.targets)
