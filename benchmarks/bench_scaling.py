@@ -175,6 +175,7 @@ def main(argv=None):
     p.add_argument("--lengths", nargs="*", type=int, default=[500, 1000, 2000, 4000])
     p.add_argument("--steps", type=int, default=150, help="updates per hier model")
     p.add_argument("--valid-batches", type=int, default=4)
+    p.add_argument("--hier-models", nargs="*", default=list(HIER), choices=list(HIER))
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--out", default=str(HERE / "results"))
     args = p.parse_args(argv)
@@ -192,7 +193,7 @@ def main(argv=None):
     elif (out / "scaling_flat.csv").exists():
         flat = pd.read_csv(out / "scaling_flat.csv")
     if args.part in ("hier", "both"):
-        hier = run_hier(args.steps, args.valid_batches)
+        hier = run_hier(args.steps, args.valid_batches, models=tuple(args.hier_models))
         hier.to_csv(out / "scaling_hier.csv", index=False)
         print(hier.to_string(index=False))
     elif (out / "scaling_hier.csv").exists():

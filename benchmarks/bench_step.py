@@ -28,7 +28,8 @@ standard-normal audio):
 
 Flat models (``*-flat``: one LSTM step per value) run over ``T · L`` values; they use
 ``flat_T`` steps instead (speech 10 steps = 2000 samples, the study's flat chunk;
-MIDI 20 steps = 1760 keys) so one step stays within seconds on 2 cores.
+MIDI 20 steps = 1760 keys) so one step stays within seconds on 2 cores; ``--quick`` uses
+``quick_flat_T`` (speech 2 steps = 400 samples, MIDI 5 steps = 440 keys).
 
 Usage::
 
@@ -66,9 +67,9 @@ from _torch_losses import TORCH_LOSSES  # noqa: E402
 
 CONFIGS = {
     "midi": dict(batch=16, T=100, L=88, family="bernoulli", domain="midi", size="midi", quick_size="small",
-                 flat_T=20),
+                 flat_T=20, quick_flat_T=5),
     "speech": dict(batch=32, T=40, L=200, family="gaussian", domain="speech", size="small", quick_size="small",
-                   flat_T=10),
+                   flat_T=10, quick_flat_T=2),
 }
 TARGET_AT_ONCE = 1.05
 TARGET_SEQUENTIAL = 1.15
@@ -191,9 +192,9 @@ def check_losses_agree(model, guide, elbo_module, torch_loss, batch, kl_scale, s
 
 
 def bench_model(name: str, config_name: str, config: dict, *, size: str, reps: int, warmup: int,
-                estimator: str = "trace", device: str = "cpu", seed: int = 0) -> dict:
+                estimator: str = "trace", device: str = "cpu", seed: int = 0, quick: bool = False) -> dict:
     if name.endswith("-flat"):
-        config = dict(config, T=config["flat_T"])
+        config = dict(config, T=config["quick_flat_T" if quick else "flat_T"])
     spec = make_spec(config)
     pyro.set_rng_seed(seed)
     model = build_model(name, spec, size).to(device)
@@ -262,7 +263,7 @@ def run(models=None, configs=None, *, quick=False, size=None, reps=None, warmup=
             t0 = time.perf_counter()
             try:
                 row = bench_model(name, config_name, config, size=sz, reps=reps, warmup=warmup,
-                                  estimator=estimator, device=device)
+                                  estimator=estimator, device=device, quick=quick)
             except AssertionError:
                 raise
             except Exception as e:  # a model that cannot be built at this config is reported, not hidden
