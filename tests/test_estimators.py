@@ -22,7 +22,7 @@ from pyro_srnn.infer import iwae_log_likelihood, log_weights
 from pyro_srnn.models import build_guide, build_model
 
 MODELS = [("f-srnn", {}), ("srnn-flat", {}), ("srnn-flat", {"flat_chunk": 4}), ("srnn-hier", {}),
-          ("srnn-hier", {"low_level": "lstm", "low_hidden": 8})]
+          ("srnn-hier", {"low": "lstm", "low_hidden": 8})]
 IDS = ["f-srnn", "srnn-flat", "srnn-flat-reset", "srnn-hier-made", "srnn-hier-lstm"]
 
 

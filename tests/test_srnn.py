@@ -77,7 +77,7 @@ def test_generate_draws_valid_steps(name, family, L):
 
 @pytest.mark.parametrize("family,L", FAMILIES)
 def test_srnn_hier_lstm_low_level_generates_valid_steps(family, L):
-    model = build_model("srnn-hier", make_spec(family, L), "tiny", low_level="lstm", low_hidden=8)
+    model = build_model("srnn-hier", make_spec(family, L), "tiny", low="lstm", low_hidden=8)
     x = model.generate(2, 4)
     assert x.shape == (2, 4, L) and torch.isfinite(x).all()
     if family != "gaussian":

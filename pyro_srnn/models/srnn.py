@@ -265,28 +265,28 @@ class SRNNFlat(SimplifiedSRNN):
 class SRNNHier(_StepOutput, SimplifiedSRNN):
     """SRNN-hier: the emission state ``o_t`` is the context of a within-step autoregressive model.
 
-    ``low_level="lstm"`` is the study's "inp" form (an LSTM over the ``L`` values fed ``o_t`` at
+    ``low="lstm"`` is the study's "inp" form (an LSTM over the ``L`` values fed ``o_t`` at
     every position; speech), ``"made"`` its masked-MLP "nade" form (MIDI, handwriting), both
     in the corrected versions of :mod:`pyro_srnn.models.lowlevel` (SPEC §7).
     """
 
     PRESETS = {
-        "tiny": dict(hidden=16, embed=16, mlp=16, latent=4, dropout=0.0, low_level="made", low_hidden=8),
-        "small": dict(hidden=256, embed=128, mlp=128, latent=64, dropout=0.0, low_level="made", low_hidden=64),
-        "speech": dict(hidden=660, embed=512, mlp=512, latent=256, dropout=0.0, low_level="lstm",
+        "tiny": dict(hidden=16, embed=16, mlp=16, latent=4, dropout=0.0, low="made", low_hidden=8),
+        "small": dict(hidden=256, embed=128, mlp=128, latent=64, dropout=0.0, low="made", low_hidden=64),
+        "speech": dict(hidden=660, embed=512, mlp=512, latent=256, dropout=0.0, low="lstm",
                        low_hidden=808, low_embed=None),  # 17.25M
-        "midi": dict(hidden=293, embed=256, mlp=256, latent=128, dropout=0.5, low_level="made",
+        "midi": dict(hidden=293, embed=256, mlp=256, latent=128, dropout=0.5, low="made",
                      low_hidden=16),  # 3.05M
-        "handwriting": dict(hidden=196, embed=128, mlp=128, latent=64, dropout=0.25, low_level="made",
+        "handwriting": dict(hidden=196, embed=128, mlp=128, latent=64, dropout=0.25, low="made",
                             low_hidden=64),  # 1.02M
     }
 
-    def build_output(self, spec, hidden, num_components, low_level="made", low_hidden=64, low_layers=1,
+    def build_output(self, spec, hidden, num_components, low="made", low_hidden=64, low_layers=1,
                      low_embed=None):
-        if low_level not in LOW_LEVEL_FORMS:
-            raise ValueError(f"unknown low_level {low_level!r}; choose one of {LOW_LEVEL_FORMS}")
+        if low not in LOW_LEVEL_FORMS:
+            raise ValueError(f"unknown low-level form {low!r}; choose one of {LOW_LEVEL_FORMS}")
         head = make_head(spec.family, None, spec.step_dim, num_components)
-        self.low_level = make_low_level(low_level, hidden, head, low_hidden, low_layers, embed=low_embed,
+        self.low_level = make_low_level(low, hidden, head, low_hidden, low_layers, embed=low_embed,
                                         dropout=self.hparams["dropout"])
 
     def output_distribution(self, o, view):
