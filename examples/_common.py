@@ -97,15 +97,6 @@ def _accepts(name: str, keyword: str) -> bool:
     return entry is not None and keyword in inspect.signature(entry.loader).parameters
 
 
-def sample_kwargs_for(dataset) -> dict:
-    """How to turn model-space samples back into the data's medium (speech: undo the normalisation)."""
-    info = dataset.info or {}
-    if dataset.spec.family == "gaussian" and "mean" in info and "std" in info:
-        return {"mean": float(info["mean"]), "std": float(info["std"]),
-                "sample_rate": int(info.get("sample_rate", 16000))}
-    return {}
-
-
 def run_example(args: argparse.Namespace, *, dataset, model: str | None = None, study_defaults: dict | None = None,
                 load_kwargs: dict | None = None, sample_kwargs: dict | None = None) -> dict:
     """Train ``model`` on ``dataset`` (a registered name or a SequenceDataset), evaluate, write samples.
@@ -116,7 +107,7 @@ def run_example(args: argparse.Namespace, *, dataset, model: str | None = None, 
 
     from pyro_srnn.data import load_dataset
     from pyro_srnn.evaluate import evaluate_split
-    from pyro_srnn.samples import write_samples
+    from pyro_srnn.samples import medium_kwargs, write_samples
     from pyro_srnn.train import TrainConfig, Trainer, load_trained
 
     study_defaults = dict(study_defaults or {})
@@ -164,7 +155,7 @@ def run_example(args: argparse.Namespace, *, dataset, model: str | None = None, 
 
     torch.manual_seed(args.seed)
     samples = best.generate(num_samples, sample_steps).cpu().numpy()
-    kwargs = sample_kwargs_for(dataset) if sample_kwargs is None else sample_kwargs
+    kwargs = medium_kwargs(dataset.spec, dataset.info) if sample_kwargs is None else sample_kwargs
     paths = write_samples(samples, dataset.spec, out / "samples", **kwargs)
     summary["samples"] = [str(p) for p in paths]
     summary["out"] = str(out)

@@ -45,8 +45,7 @@ def main(argv: list[str] | None = None) -> dict:
     dataset = load_dataset(DATASET, args.data_dir, variants=args.variants, max_sentences=args.max_sentences,
                            spacing=args.spacing)
     # samples are drawn in normalised units; the pen plot maps them back to the data's units
-    undo = dict(scale=dataset.info["scale"], offset_mean=dataset.info["offset_mean"])
-    return run_example(args, dataset=dataset, study_defaults=STUDY, sample_kwargs=undo)
+    return run_example(args, dataset=dataset, study_defaults=STUDY)
 
 
 if __name__ == "__main__":

@@ -38,8 +38,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     dataset = load_dataset(DATASET, args.data_dir)
     # samples are drawn in normalised units; the pen plot maps them back to the data's units
-    undo = dict(scale=dataset.info["scale"], offset_mean=dataset.info["offset_mean"])
-    return run_example(args, dataset=dataset, study_defaults=STUDY, sample_kwargs=undo)
+    return run_example(args, dataset=dataset, study_defaults=STUDY)
 
 
 if __name__ == "__main__":

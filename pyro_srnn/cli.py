@@ -216,7 +216,7 @@ def cmd_sample(args) -> int:
         return _fail(str(e))
     torch.manual_seed(args.seed)
     x = model.generate(args.num, args.steps).cpu().numpy()
-    paths = write_samples(x, model.spec, Path(args.out))
+    paths = write_samples(x, model.spec, Path(args.out), **state.get("medium", {}))
     for p in paths:
         print(p)
     return 0

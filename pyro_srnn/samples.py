@@ -7,7 +7,7 @@ import numpy as np
 
 from .data.core import DataSpec, atomic_write
 
-__all__ = ["write_samples", "roll_to_midi", "plot_roll", "write_wav", "plot_handwriting"]
+__all__ = ["write_samples", "medium_kwargs", "roll_to_midi", "plot_roll", "write_wav", "plot_handwriting"]
 
 LOWEST_MIDI = 21
 
@@ -84,6 +84,20 @@ def plot_handwriting(steps: np.ndarray, path: Path, scale: float = 1.0, offset_m
     with atomic_write(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=80)
     plt.close(fig)
+
+
+def medium_kwargs(spec: DataSpec, info: dict | None) -> dict:
+    """How to map model-space samples back to the data's medium, from a data set's ``info``:
+    speech undoes the waveform normalisation (mean, std), handwriting the offset
+    normalisation (scale, offset_mean). JSON-able, so checkpoints keep it."""
+    info = info or {}
+    if spec.family == "gaussian" and "mean" in info and "std" in info:
+        return {"mean": float(info["mean"]), "std": float(info["std"]),
+                "sample_rate": int(info.get("sample_rate", 16000))}
+    if spec.family == "handwriting" and "scale" in info and "offset_mean" in info:
+        return {"scale": float(np.asarray(info["scale"])),
+                "offset_mean": [float(v) for v in np.asarray(info["offset_mean"]).reshape(-1)]}
+    return {}
 
 
 def write_samples(samples: np.ndarray, spec: DataSpec, out: Path, **kwargs) -> list[Path]:

@@ -32,6 +32,7 @@ from .data.core import DataSpec, SequenceDataset, atomic_write
 from .distributed import DistContext
 from .precision import check_precision, install_bf16_autocast
 from .evaluate import evaluate_chunks
+from .samples import medium_kwargs
 from .infer import make_elbo, make_schedule
 from .models import build_guide, build_model
 from .models.base import SequenceGuide, SequenceModel, model_from_config, GUIDES
@@ -170,6 +171,7 @@ class Trainer:
             "best_valid": self.best_valid,
             "history": self.history,
             "train_config": self.config.to_dict(),
+            "medium": medium_kwargs(self.dataset.spec, self.dataset.info),
             "rng": _rng_state(),
         }
 

@@ -495,3 +495,26 @@ def test_cli_trains_and_evaluates_on_a_timit_folder(tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", str(out / "best.pt")]) == 0
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert again["value"] == pytest.approx(summary["value"], rel=1e-5)
+    # samples are written back in the waveform's own scale (the normalisation is undone)
+    from pyro_srnn.checkpoint import load_checkpoint
+
+    medium = load_checkpoint(out / "best.pt")["medium"]
+    assert medium["std"] > 0 and medium["sample_rate"] == 16000
+    calls = {}
+    import pyro_srnn.samples as samples
+
+    real_write_wav = samples.write_wav
+
+    def spy(frames, path, **kw):
+        calls.update(kw)
+        return real_write_wav(frames, path, **kw)
+
+    samples.write_wav = spy
+    try:
+        assert main(["sample", "--checkpoint", str(out / "best.pt"), "--num", "1", "--steps", "3",
+                     "--out", str(tmp_path / "s")]) == 0
+    finally:
+        samples.write_wav = real_write_wav
+    assert calls["mean"] == medium["mean"] and calls["std"] == medium["std"]
+    audio, rate = sf.read(str(next((tmp_path / "s").glob("*.wav"))))
+    assert len(audio) == 3 * 200 and rate == 16000
