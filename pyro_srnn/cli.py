@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 EXIT_USAGE = 2
-DEFAULT_STEPS = 1500
+DEFAULT_STEPS = 3000
 
 
 def _fail(message: str, code: int = 1) -> int:

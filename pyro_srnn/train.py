@@ -59,7 +59,7 @@ class TrainConfig:
     guide: str | None = None
     size: str = "small"
     model_args: dict = field(default_factory=dict)
-    steps: int = 1500
+    steps: int = 3000
     batch_size: int | None = None  # None: the study's batch size of the domain
     lr: float = 1e-3
     lr_min: float = 1e-6
