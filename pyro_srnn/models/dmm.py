@@ -107,8 +107,7 @@ class DMM(SequenceModel):
         return self.transition_fn()(z_prev)
 
     def transition_fn(self):
-        """``z_{t-1} → (loc, scale)`` with the modules looked up once (for loops inside a trace,
-        where every PyroModule attribute access is a ``pyro.module`` statement)."""
+        """``z_{t-1} → (loc, scale)`` with the modules looked up once, outside the time loop."""
         if self.linear:
             A, sigma_z = self.A, self.sigma_z
 

@@ -94,7 +94,7 @@ class SmoothingGuide(GenericGuide):
         view = self.view(batch)
         a = self.rnn(view.targets, view.mask)
         B, T = view.batch_size, view.num_steps
-        # looked up once: inside a trace every PyroModule attribute access is a pyro.module statement
+        # modules looked up once, outside the time loop
         z_to_hidden, net, z_init = self.z_to_hidden, self.net, self.z_init
 
         def step(a_t, z_prev):

@@ -225,7 +225,7 @@ class RecurrentLatentModel(LatentSequenceModel):
         ``step_params(t, v_t) -> (loc, scale)`` of ``z_t``; returns ``(z, loc, scale)`` and
         remembers ``v`` for ``z``.
         """
-        core = self.core  # looked up once: a PyroModule attribute access is a pyro.module statement
+        core = self.core  # looked up once, outside the time loop
         ex = core.phi_x(batch.inputs)
         B, T, _ = ex.shape
         z_prev, state = ex.new_zeros(B, self.z_dim), None
@@ -422,7 +422,7 @@ class FraccaroSRNN(LatentSequenceModel):
         return self.prior_net(torch.cat([d_t, z_prev], -1))
 
     def prior(self, batch) -> SequenceNormal:
-        prior_net = self.prior_net  # looked up once: a PyroModule attribute access is a pyro.module statement
+        prior_net = self.prior_net  # looked up once, outside the time loop
 
         def sampler():
             d = self.deterministic(batch)
@@ -489,7 +489,7 @@ class FraccaroPosterior(SequenceGuide):
         model = self.model
         d = model.deterministic(batch)
         a = self.backward_rnn(torch.cat([batch.targets, d], -1), batch.mask)
-        prior_net, net = model.prior_net, self.net  # looked up once (PyroModule attribute access)
+        prior_net, net = model.prior_net, self.net  # looked up once, outside the time loop
 
         def step(a_t, d_t, z_prev):
             prior_loc, _ = prior_net(torch.cat([d_t, z_prev], -1))
