@@ -32,12 +32,10 @@ generation loops.
 """
 from __future__ import annotations
 
-import pyro
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..distributions import masked_sequence
 from ..heads import make_head
 from ..nn import ForwardRNN
 from .base import SequenceModel, register_model
@@ -133,9 +131,7 @@ class RNNFlat(SequenceModel):
 
     def forward(self, batch, kl_scale: float = 1.0):
         self.check_batch(batch)
-        step_dist = self.step_distribution(batch)
-        with pyro.plate("sequences", batch.batch_size):
-            pyro.sample("x", masked_sequence(step_dist, batch.mask), obs=batch.targets)
+        self.observe_chunk(batch, self.step_distribution(batch))
 
     @torch.no_grad()
     def generate(self, num_sequences, num_steps, first_step=None):
@@ -197,16 +193,7 @@ class RNNHier(SequenceModel):
 
     def forward(self, batch, kl_scale: float = 1.0):
         self.check_batch(batch)
-        step_dist = self.step_distribution(batch)
-        with pyro.plate("sequences", batch.batch_size):
-            pyro.sample("x", masked_sequence(step_dist, batch.mask), obs=batch.targets)
+        self.observe_chunk(batch, self.step_distribution(batch))
 
-    @torch.no_grad()
     def generate(self, num_sequences, num_steps, first_step=None):
-        x = self._first_step(num_sequences, first_step)
-        state, out = None, [x]
-        for _ in range(num_steps - 1):
-            d, state = self.rnn(x.unsqueeze(1), state)
-            x = self.low.sample(d[:, 0])
-            out.append(x)
-        return torch.stack(out, dim=1)
+        return self.generate_by_steps(self.rnn, self.low.sample, num_sequences, num_steps, first_step)

@@ -30,9 +30,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import pyro
 import torch
 
 from ..data.core import DataSpec
+from ..distributions import masked_sequence
 
 __all__ = [
     "SequenceModel", "SequenceGuide", "EmptyGuide", "MODELS", "GUIDES", "register_model",
@@ -106,7 +108,25 @@ class SequenceModel(torch.nn.Module):
             raise ValueError(f"model {cls.name!r} has no size {size!r}; sizes: {sorted(cls.PRESETS)} or 'study'")
         return dict(cls.PRESETS[size])
 
+    def observe_chunk(self, batch, step_dist) -> None:
+        """The observed chunk as one site ``"x"``: ``step_dist`` has batch ``(B, T)``, event ``(L,)``."""
+        with pyro.plate("sequences", batch.batch_size):
+            pyro.sample("x", masked_sequence(step_dist, batch.mask), obs=batch.targets)
+
     # ---------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def generate_by_steps(self, rnn, sample_step, num_sequences: int, num_steps: int,
+                          first_step: torch.Tensor | None = None) -> torch.Tensor:
+        """Ancestral sampling when the step state is a forward RNN over past steps:
+        ``d_t = rnn(x_{t-1}, state)``, ``x_t = sample_step(d_t)``."""
+        x = self._first_step(num_sequences, first_step)
+        state, out = None, [x]
+        for _ in range(num_steps - 1):
+            d, state = rnn(x.unsqueeze(1), state)
+            x = sample_step(d[:, 0])
+            out.append(x)
+        return torch.stack(out, dim=1)
+
     @torch.no_grad()
     def generate(self, num_sequences: int, num_steps: int, first_step: torch.Tensor | None = None) -> torch.Tensor:
         """Ancestral samples ``(num_sequences, num_steps, L)`` (the first step is ``first_step`` or zeros)."""

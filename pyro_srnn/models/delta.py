@@ -186,18 +186,13 @@ class _DeltaBase(SequenceModel):
         d, xa = d.expand(*shape, d.shape[-1]), xa.expand(*shape, xa.shape[-1])
         return self.rest_head(self.drop(self.rest_net(torch.cat([d, xa], dim=-1))))
 
-    @torch.no_grad()
+    def sample_step(self, d: torch.Tensor) -> torch.Tensor:
+        """``x_t`` from ``d_t``: ``x^a_t ~ p(x^a | d_t)``, then ``x^b_t ~ p(x^b | x^a_t, d_t)``."""
+        xa = self.leak_distribution(d).sample()
+        return self.delta_split.join(xa, self.rest_distribution(d, xa).sample())
+
     def generate(self, num_sequences, num_steps, first_step=None):
-        x = self._first_step(num_sequences, first_step)
-        state, out = None, [x]
-        for _ in range(num_steps - 1):
-            d, state = self.rnn(x.unsqueeze(1), state)
-            d = d[:, 0]
-            xa = self.leak_distribution(d).sample()
-            xb = self.rest_distribution(d, xa).sample()
-            x = self.delta_split.join(xa, xb)
-            out.append(x)
-        return torch.stack(out, dim=1)
+        return self.generate_by_steps(self.rnn, self.sample_step, num_sequences, num_steps, first_step)
 
 
 @register_model("delta-rnn", "Proposition 1 as an RNN: p(x_t|x_<t) = p(x^a_t|x_<t) p(x^b_t|x^a_t, x_<t), "
@@ -210,9 +205,7 @@ class DeltaRNN(_DeltaBase):
 
     def forward(self, batch, kl_scale: float = 1.0):
         self.check_batch(batch)
-        step = self.step_distribution(batch)
-        with pyro.plate("sequences", batch.batch_size):
-            pyro.sample("x", masked_sequence(step, batch.mask), obs=batch.targets)
+        self.observe_chunk(batch, self.step_distribution(batch))
 
 
 @register_model("delta-srnn", "the δ-RNN written as an SRNN with latent z_t = x^a_t: prior p(z_t|x_<t), "

@@ -8,10 +8,6 @@ References: Dai et al. 2019 (F-RNN baseline); Chung et al. 2015 (RNN baseline of
 """
 from __future__ import annotations
 
-import pyro
-import torch
-
-from ..distributions import masked_sequence
 from ..heads import make_head
 from ..nn import ForwardRNN
 from .base import SequenceModel, register_model
@@ -35,18 +31,13 @@ class FRNN(SequenceModel):
         self.rnn = ForwardRNN(spec.step_dim, hidden, num_layers, embed=embed, dropout=dropout)
         self.head = make_head(spec.family, hidden, spec.step_dim, num_components)
 
+    def step_distribution(self, batch):
+        return self.head(self.rnn(batch.inputs)[0])
+
     def forward(self, batch, kl_scale: float = 1.0):
         self.check_batch(batch)
-        d, _ = self.rnn(batch.inputs)
-        with pyro.plate("sequences", batch.batch_size):
-            pyro.sample("x", masked_sequence(self.head(d), batch.mask), obs=batch.targets)
+        self.observe_chunk(batch, self.step_distribution(batch))
 
-    @torch.no_grad()
     def generate(self, num_sequences, num_steps, first_step=None):
-        x = self._first_step(num_sequences, first_step)
-        state, out = None, [x]
-        for _ in range(num_steps - 1):
-            d, state = self.rnn(x.unsqueeze(1), state)
-            x = self.head(d[:, 0]).sample()
-            out.append(x)
-        return torch.stack(out, dim=1)
+        return self.generate_by_steps(self.rnn, lambda d: self.head(d).sample(), num_sequences, num_steps,
+                                      first_step)
