@@ -20,6 +20,7 @@ import numpy as np
 __all__ = [
     "DataSpec", "SequenceDataset", "DatasetEntry", "DATASETS", "register_dataset", "load_dataset",
     "cache_dir", "atomic_write", "save_splits", "load_splits", "DataError", "METRIC_UNITS",
+    "versioned_cache_path", "dataset_from_cache",
 ]
 
 
@@ -174,6 +175,19 @@ def load_splits(path: str | os.PathLike) -> tuple[dict[str, list[np.ndarray]], d
             elif key.startswith("meta_"):
                 meta[key[5:]] = z[key]
     return splits, meta
+
+
+def versioned_cache_path(name: str, version: str, key: str) -> Path:
+    """``<cache_dir>/<name>-<version>-<key>.npz``: one file per source and conversion options."""
+    return cache_dir() / f"{name}-{version}-{key}.npz"
+
+
+def dataset_from_cache(spec: DataSpec, path: str | os.PathLike) -> SequenceDataset:
+    """A data set written by :func:`save_splits`; its metadata becomes ``info`` (plain Python values)."""
+    splits, meta = load_splits(path)
+    info = {k: (v.item() if np.ndim(v) == 0 else v.tolist()) for k, v in meta.items()}
+    info.update(cache=str(path), from_cache=True)
+    return SequenceDataset(spec, splits["train"], splits["valid"], splits["test"], info=info)
 
 
 # --------------------------------------------------------------------------- registry

@@ -50,7 +50,8 @@ from pathlib import Path
 import numpy as np
 
 from .bach import split_names
-from .core import DataError, DataSpec, SequenceDataset, cache_dir, load_splits, save_splits
+from .core import (DataError, DataSpec, SequenceDataset, dataset_from_cache,
+                   save_splits, versioned_cache_path)
 
 __all__ = [
     "IAM_SCALE", "handwriting_spec", "strokes_to_steps", "read_line_strokes", "load_iamondb", "load_lasa",
@@ -99,14 +100,7 @@ def _key(*parts) -> str:
 
 
 def _cached(name: str, key: str) -> Path:
-    return cache_dir() / f"{name}-{CACHE_VERSION}-{key}.npz"
-
-
-def _from_cache(spec: DataSpec, path: Path) -> SequenceDataset:
-    splits, meta = load_splits(path)
-    info = {k: (v.item() if np.ndim(v) == 0 else v.tolist()) for k, v in meta.items()}
-    info.update(cache=str(path), from_cache=True)
-    return SequenceDataset(spec, splits["train"], splits["valid"], splits["test"], info=info)
+    return versioned_cache_path(name, CACHE_VERSION, key)
 
 
 def _finish(spec: DataSpec, path: Path, raw_splits: dict, scale: float | None, source: str, **meta):
@@ -201,7 +195,7 @@ def load_iamondb(data_dir: str | None = None, *, rebuild: bool = False, progress
     spec = handwriting_spec("iamondb")
     cached = _cached("iamondb", _key(str(strokes_dir.resolve()), stats))
     if cached.exists() and not rebuild:
-        return _from_cache(spec, cached)
+        return dataset_from_cache(spec, cached)
 
     lines_of: dict[str, list[Path]] = {}
     for f in sorted(strokes_dir.rglob("*.xml")):
@@ -294,7 +288,7 @@ def load_lasa(data_dir: str | None = None, *, seed: int = 0, rebuild: bool = Fal
     stats = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
     cached = _cached("lasa", _key(stats, seed))
     if cached.exists() and not rebuild:
-        return _from_cache(spec, cached)
+        return dataset_from_cache(spec, cached)
     demos = {}
     for f in files:
         for j, pos in enumerate(_read_lasa(f)):
@@ -398,7 +392,7 @@ def load_hershey(data_dir: str | None = None, *, variants: int = 4, fonts=HERSHE
     spec = handwriting_spec("hershey")
     cached = _cached("hershey", _key(list(sentences), list(fonts), variants, spacing, seed))
     if cached.exists() and not rebuild:
-        return _from_cache(spec, cached)
+        return dataset_from_cache(spec, cached)
     loaded = {name: _hershey_font(name) for name in fonts}
     lines = {}
     for i, text in enumerate(sentences):

@@ -59,7 +59,8 @@ from pathlib import Path
 import numpy as np
 
 from .bach import LOWEST_MIDI, NUM_KEYS, _convert_all, score_to_roll, split_names
-from .core import DataError, DataSpec, SequenceDataset, cache_dir, load_splits, save_splits
+from .core import (DataError, DataSpec, SequenceDataset, dataset_from_cache,
+                   save_splits, versioned_cache_path)
 
 __all__ = [
     "NOTE_PICKLES", "load_note_pickle", "notes_to_roll", "load_midi_folder", "midi_to_roll",
@@ -97,14 +98,7 @@ def _source_key(paths: list[Path], **options) -> str:
 
 
 def _cached(name: str, key: str) -> Path:
-    return cache_dir() / f"{name}-{CACHE_VERSION}-{key}.npz"
-
-
-def _from_cache(spec: DataSpec, path: Path) -> SequenceDataset:
-    splits, meta = load_splits(path)
-    info = {k: (v.item() if np.ndim(v) == 0 else v.tolist()) for k, v in meta.items()}
-    info.update(cache=str(path), from_cache=True)
-    return SequenceDataset(spec, splits["train"], splits["valid"], splits["test"], info=info)
+    return versioned_cache_path(name, CACHE_VERSION, key)
 
 
 def _store(spec: DataSpec, path: Path, splits: dict, **meta) -> SequenceDataset:
@@ -206,7 +200,7 @@ def load_note_pickle(name: str, data_dir: str | None = None, *, rebuild: bool = 
     spec = music_spec(name)
     cached = _cached(name, _source_key([path]))
     if cached.exists() and not rebuild:
-        return _from_cache(spec, cached)
+        return dataset_from_cache(spec, cached)
     splits, counts = parse_note_pickle(path)
     return _store(spec, cached, splits, source=str(path), **counts)
 
@@ -282,7 +276,7 @@ def load_midi_folder(data_dir: str | None = None, *, steps_per_quarter: int = 2,
     cached = _cached("midi_folder", _source_key(files, steps_per_quarter=steps_per_quarter,
                                                 step_seconds=step_seconds, seed=seed))
     if cached.exists() and not rebuild:
-        return _from_cache(spec, cached)
+        return dataset_from_cache(spec, cached)
     rolls, dropped = {}, 0
     for path in tqdm(files, desc="midi_folder: converting", disable=not progress):
         roll, d = midi_to_roll(path, steps_per_quarter, step_seconds)
@@ -351,7 +345,7 @@ def _load_corpus(name: str, files: list[str], *, steps_per_quarter: int, expand_
                            "repeats": expand_repeats, "seed": seed})
     cached = _cached(name, hashlib.sha1(key_blob.encode()).hexdigest()[:12])
     if cached.exists() and not rebuild:
-        return _from_cache(spec, cached)
+        return dataset_from_cache(spec, cached)
     convert = functools.partial(convert_corpus_file, steps_per_quarter=steps_per_quarter,
                                 expand_repeats=expand_repeats)
     results = _convert_all(files, workers=workers, progress=progress, convert=convert, desc=f"{name}: converting")
