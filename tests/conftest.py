@@ -12,8 +12,6 @@ from pyro_srnn.data.core import DataSpec, SequenceDataset
 from pyro_srnn.data import chunk_sequences, collate
 
 os.environ.setdefault("MPLBACKEND", "Agg")
-# tiny models: one thread is faster than two contending ones (and leaves a core for the rest)
-torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
@@ -21,7 +19,11 @@ def _pyro_validation_and_seed():
     pyro.enable_validation(True)
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
+    # tiny models: one intra-op thread is many times faster than two contending ones
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield
+    torch.set_num_threads(threads)
 
 
 def make_spec(family: str = "bernoulli", L: int = 6, chunk_len: int | None = 8, unit: str = "time step",

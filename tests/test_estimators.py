@@ -26,14 +26,6 @@ MODELS = [("f-srnn", {}), ("srnn-flat", {}), ("srnn-flat", {"flat_chunk": 4}), (
 IDS = ["f-srnn", "srnn-flat", "srnn-flat-reset", "srnn-hier-made", "srnn-hier-lstm"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread is many times faster than two on a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def build(name="f-srnn", family="bernoulli", L=5, **kw):
     model = build_model(name, make_spec(family, L), "tiny", **kw)

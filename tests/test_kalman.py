@@ -27,14 +27,6 @@ from pyro_srnn.models.linear_gaussian import joint_gaussian_log_likelihood, kalm
 L, D_Z, SIGMA_Z, SIGMA_X = 3, 2, 0.7, 0.4
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # two OpenMP threads on a shared, oversubscribed 2-core machine are ~10× slower than one
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def linear_dmm():
     model = build_model("dmm", make_spec("gaussian", L), "tiny", linear=True, z_dim=D_Z, sigma_z=SIGMA_Z,

@@ -22,14 +22,6 @@ GENERIC_GUIDES = ["filtering", "smoothing", "mean-field"]
 FAMILIES = [("bernoulli", 6), ("gaussian", 5), ("handwriting", 3)]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # two OpenMP threads on a shared, oversubscribed 2-core machine are ~10× slower than one
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def tiny(name, family="bernoulli", L=6, **overrides):
     return build_model(name, make_spec(family, L), "tiny", **overrides)

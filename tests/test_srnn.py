@@ -20,14 +20,6 @@ FAMILIES = [("bernoulli", 6), ("gaussian", 5), ("handwriting", 3)]
 NAMES = ["f-srnn", "srnn-flat", "srnn-hier"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread is many times faster than two on a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def cases():
     for name in NAMES:
