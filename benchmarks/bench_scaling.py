@@ -7,18 +7,22 @@
    its peak memory is its own: ``peak_MiB`` is the growth of the peak resident set
    (``resource.getrusage(...).ru_maxrss``) over the resident set after the model is
    built. Both should grow linearly in ``N`` (``time_per_value_ms`` ≈ constant).
-2. **Hier models** on ``bach_chorales`` (``rnn-hier`` and ``srnn-hier``, ``small``
-   presets, batch 16, chunks of 100 steps): the same number of updates with the low
-   level a masked MLP (MADE, one pass for all 88 keys) or an LSTM over the 88 keys (88
-   sequential steps); time per update and validation NLL (nats per time step, the
-   first ``--valid-batches`` batches of the validation split) at the end. Target:
-   MADE ≥ 10× faster per update at an NLL within ±2 % of the LSTM's.
+2. **Hier models** on ``bach_chorales`` (``rnn-hier`` and ``srnn-hier``, the study's MIDI
+   presets by default, batch 16, chunks of 100 steps) with the low level a masked MLP
+   (MADE, one pass for all 88 keys) or an LSTM over the 88 keys (88 sequential steps),
+   everything else equal. *Timing*: median time of one update, and of the low level alone
+   (forward + backward), over ``--steps`` updates after 3 warm-up updates, in this process.
+   *NLL*: each pair trained for ``--nll-steps`` updates with ``pyro-srnn train`` (the
+   study's protocol; runs in parallel subprocesses, reused when finished), test NLL of
+   the best-validation checkpoint. Target (issue #8): MADE ≥ 10× faster per update at a
+   test NLL within ±2 % of the LSTM's.
 
 Usage::
 
     python benchmarks/bench_scaling.py                  # both parts
     python benchmarks/bench_scaling.py --part flat --lengths 500 1000
-    python benchmarks/bench_scaling.py --part hier --steps 200
+    python benchmarks/bench_scaling.py --part hier --nll-steps 0      # timing only
+    python benchmarks/bench_scaling.py --part hier --hier-models rnn-hier --nll-steps 2000
 
 Writes ``benchmarks/results/scaling_flat.csv``, ``scaling_hier.csv`` and ``scaling.png``.
 """
@@ -37,7 +41,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 FLAT_MODELS = ("rnn-flat", "srnn-flat")
-HIER = {"rnn-hier": "low", "srnn-hier": "low_level"}  # model → name of its low-level switch
+HIER = ("rnn-hier", "srnn-hier")  # both switch their low level with the model argument ``low``
+LOWS = ("made", "lstm")
 
 
 def _rss_mib() -> float:
@@ -98,47 +103,134 @@ def run_flat(lengths, models=FLAT_MODELS, batch=8, threads=None):
     return pd.DataFrame(rows)
 
 
-def run_hier(steps: int, valid_batches: int, models=tuple(HIER), size="small", batch=16):
-    import pandas as pd
+def _median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2]
+
+
+def hier_timing(name: str, low: str, dataset, size: str, batch: int, steps: int, warmup: int = 3) -> dict:
+    """Median time of one update (``Trainer.train_step``) and of the low level alone.
+
+    The low-level-only time is one forward and backward pass of the within-step model
+    (``low_level.distribution(context, x).log_prob(x)``, masked sum) on the update's
+    targets and a context of the right size: the part of the update that the two forms
+    compute differently.
+    """
     import torch
 
-    from pyro_srnn.data import load_dataset
     from pyro_srnn.train import TrainConfig, Trainer
+
+    with tempfile.TemporaryDirectory() as out:
+        config = TrainConfig(dataset="bach_chorales", model=name, size=size, model_args={"low": low},
+                             steps=warmup + steps, batch_size=batch, progress=False, out=out, seed=0)
+        trainer = Trainer(config, dataset=dataset)
+        update, low_only = [], []
+        low_level = trainer.model.low_level
+        for step in range(warmup + steps):
+            data = trainer.sampler.batch(step)
+            t0 = time.perf_counter()
+            trainer.train_step(data)
+            t1 = time.perf_counter()
+            context = torch.randn(*data.targets.shape[:-1], low_level.context_dim, requires_grad=True)
+            t2 = time.perf_counter()
+            log_p = low_level.distribution(context, data.targets).log_prob(data.targets)
+            (log_p * data.mask).sum().backward()
+            t3 = time.perf_counter()
+            low_level.zero_grad(set_to_none=True)
+            if step >= warmup:
+                update.append(t1 - t0)
+                low_only.append(t3 - t2)
+        B, T, L = data.targets.shape
+    return {"model": name, "low_level": low, "size": size, "batch": B, "T": T, "L": L, "timed_updates": steps,
+            "update_s": _median(update), "low_level_s": _median(low_only),
+            "params": sum(p.numel() for p in trainer.params), "threads": torch.get_num_threads()}
+
+
+def _nll_run_dir(runs: Path, name: str, low: str, size: str, steps: int, seed: int) -> Path:
+    return runs / f"{name}-{size}-{low}-{steps}u-seed{seed}"
+
+
+def hier_nll(names, lows, size: str, steps: int, seed: int, runs: Path, jobs: int) -> list[dict]:
+    """Train every (model, low level) for ``steps`` updates with ``pyro-srnn train`` (the study's
+    protocol: Adam, cosine decay over the run, clipping, dropout of the preset) and read the
+    test NLL of the best-validation checkpoint from the run's ``result.json``.
+
+    Runs go to ``runs/<model>-<size>-<low>-<steps>u-seed<seed>``; a finished run (its
+    ``result.json`` exists) is read, not repeated. ``jobs`` runs go at once, the CPU's
+    cores split between them.
+    """
+    pending, results = [], {}
+    for name in names:
+        for low in lows:
+            out = _nll_run_dir(runs, name, low, size, steps, seed)
+            if (out / "result.json").exists():
+                results[(name, low)] = out
+                continue
+            cmd = [sys.executable, "-m", "pyro_srnn", "train", "--dataset", "bach_chorales", "--model", name,
+                   "--size", size, "--model-arg", f"low={json.dumps(low)}", "--steps", str(steps),
+                   "--valid-every", str(max(steps // 4, 1)), "--seed", str(seed), "--out", str(out),
+                   "--no-progress", "--eval-split", "test"]
+            pending.append(((name, low), out, cmd))
+    threads = str(max(1, (os.cpu_count() or 1) // max(jobs, 1)))
+    env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+    running = []
+    while pending or running:
+        while pending and len(running) < jobs:
+            key, out, cmd = pending.pop(0)
+            out.mkdir(parents=True, exist_ok=True)
+            log = open(out / "train.log", "w")
+            print("running:", " ".join(cmd), flush=True)
+            running.append((key, out, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log))
+        time.sleep(5)
+        for item in list(running):
+            key, out, proc, log = item
+            if proc.poll() is not None:
+                log.close()
+                running.remove(item)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"{' '.join(map(str, key))}: training failed, see {out / 'train.log'}")
+                results[key] = out
+    rows = []
+    for (name, low), out in results.items():
+        summary = json.loads((out / "result.json").read_text())
+        rows.append({"model": name, "low_level": low, "nll_updates": steps, "valid_nll_best": summary["best_valid"],
+                     "test_nll": summary["value"], "run": str(out)})
+    return rows
+
+
+def run_hier(steps: int, models=tuple(HIER), size="study", batch=16, nll_steps: int = 0, seed: int = 0,
+             runs: Path = Path("runs/bench_hier"), jobs: int = 2):
+    import pandas as pd
+
+    from pyro_srnn.data import load_dataset
 
     dataset = load_dataset("bach_chorales")
     rows = []
     for name in models:
-        for low in ("made", "lstm"):
-            with tempfile.TemporaryDirectory() as out:
-                config = TrainConfig(dataset="bach_chorales", model=name, size=size, model_args={HIER[name]: low},
-                                     steps=steps, batch_size=batch, valid_max_batches=valid_batches,
-                                     eval_batch_size=64, progress=False, out=out, seed=0)
-                trainer = Trainer(config, dataset=dataset)
-                spent = 0.0
-                for step in range(steps):
-                    data = trainer.sampler.batch(step)
-                    t0 = time.perf_counter()
-                    trainer.train_step(data)
-                    spent += time.perf_counter() - t0
-                with torch.no_grad():
-                    nll = trainer.validate()
-            rows.append({"model": name, "low_level": low, "steps": steps, "batch": batch, "size": size,
-                         "step_s": spent / steps, "valid_nll_per_step": nll,
-                         "params": sum(p.numel() for p in trainer.params)})
+        for low in LOWS:
+            rows.append(hier_timing(name, low, dataset, size, batch, steps))
             print(rows[-1], flush=True)
     frame = pd.DataFrame(rows)
+    if nll_steps:
+        nll = pd.DataFrame(hier_nll(models, LOWS, size, nll_steps, seed, runs, jobs))
+        frame = frame.merge(nll, on=["model", "low_level"], how="left")
     out = []
     for name in models:
         sub = frame[frame.model == name].set_index("low_level")
-        if {"made", "lstm"} <= set(sub.index):
-            out.append({"model": name, "speedup_made_vs_lstm": sub.loc["lstm", "step_s"] / sub.loc["made", "step_s"],
-                        "nll_rel_diff": (sub.loc["made", "valid_nll_per_step"] - sub.loc["lstm", "valid_nll_per_step"])
-                        / abs(sub.loc["lstm", "valid_nll_per_step"])})
+        row = {"model": name,
+               "update_speedup": sub.loc["lstm", "update_s"] / sub.loc["made", "update_s"],
+               "low_level_speedup": sub.loc["lstm", "low_level_s"] / sub.loc["made", "low_level_s"]}
+        if "test_nll" in sub:
+            row["test_nll_rel_diff"] = ((sub.loc["made", "test_nll"] - sub.loc["lstm", "test_nll"])
+                                        / abs(sub.loc["lstm", "test_nll"]))
+        out.append(row)
     summary = pd.DataFrame(out)
-    if len(summary):
-        summary["target_met"] = (summary.speedup_made_vs_lstm >= 10) & (summary.nll_rel_diff.abs() <= 0.02)
-        frame = frame.merge(summary, on="model", how="left")
-    return frame
+    summary["target_met"] = summary.update_speedup >= 10
+    if "test_nll_rel_diff" in summary:
+        summary["target_met"] &= summary.test_nll_rel_diff.abs() <= 0.02
+    else:
+        summary["target_met"] = float("nan")  # NLL not compared (--nll-steps 0)
+    return frame.merge(summary, on="model", how="left")
 
 
 def plot(flat, hier, path):
@@ -158,10 +250,17 @@ def plot(flat, hier, path):
         axes[1].legend()
     if hier is not None and len(hier):
         labels = [f"{m}\n{low}" for m, low in zip(hier.model, hier.low_level)]
-        axes[2].bar(labels, hier.step_s, color=["C0" if low == "made" else "C1" for low in hier.low_level])
-        axes[2].set(ylabel="s per update", title="hier: MADE vs LSTM low level (bach_chorales)")
-        for i, v in enumerate(hier.valid_nll_per_step):
-            axes[2].annotate(f"NLL {v:.2f}", (i, hier.step_s.iloc[i]), ha="center", va="bottom", fontsize=8)
+        x = range(len(labels))
+        axes[2].bar([i - 0.2 for i in x], hier.update_s, width=0.4, label="whole update")
+        axes[2].bar([i + 0.2 for i in x], hier.low_level_s, width=0.4, label="low level alone (fwd+bwd)")
+        axes[2].set_xticks(list(x), labels)
+        axes[2].set(ylabel="s", title="hier: MADE vs LSTM low level (bach_chorales)")
+        if "test_nll" in hier:
+            for i, v in enumerate(hier.test_nll):
+                if v == v:  # not NaN
+                    axes[2].annotate(f"test NLL {v:.2f}", (i, hier.update_s.iloc[i]), ha="center", va="bottom",
+                                     fontsize=8)
+        axes[2].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -173,8 +272,12 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--part", choices=["flat", "hier", "both"], default="both")
     p.add_argument("--lengths", nargs="*", type=int, default=[500, 1000, 2000, 4000])
-    p.add_argument("--steps", type=int, default=150, help="updates per hier model")
-    p.add_argument("--valid-batches", type=int, default=4)
+    p.add_argument("--steps", type=int, default=10, help="timed updates per hier model (after 3 warm-up)")
+    p.add_argument("--size", default="study", help="hier model size (default: the study's MIDI config)")
+    p.add_argument("--nll-steps", type=int, default=2000,
+                   help="updates of the NLL comparison runs (0: timing only)")
+    p.add_argument("--jobs", type=int, default=2, help="NLL runs at once (cores are split between them)")
+    p.add_argument("--runs", default="runs/bench_hier", help="where the NLL runs go (finished runs are reused)")
     p.add_argument("--hier-models", nargs="*", default=list(HIER), choices=list(HIER))
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--out", default=str(HERE / "results"))
@@ -193,7 +296,8 @@ def main(argv=None):
     elif (out / "scaling_flat.csv").exists():
         flat = pd.read_csv(out / "scaling_flat.csv")
     if args.part in ("hier", "both"):
-        hier = run_hier(args.steps, args.valid_batches, models=tuple(args.hier_models))
+        hier = run_hier(args.steps, models=tuple(args.hier_models), size=args.size, nll_steps=args.nll_steps,
+                        runs=Path(args.runs), jobs=args.jobs)
         hier.to_csv(out / "scaling_hier.csv", index=False)
         print(hier.to_string(index=False))
     elif (out / "scaling_hier.csv").exists():

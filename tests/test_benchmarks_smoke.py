@@ -47,3 +47,18 @@ def test_missing_hand_written_loss_is_reported_not_skipped(monkeypatch):
     monkeypatch.delitem(TORCH_LOSSES, ("f-rnn", "none"))
     frame = bench_step.run(["f-rnn"], ["midi"], size="tiny", reps=2, warmup=0, verbose=False)
     assert frame.iloc[0]["status"] == "missing hand-written loss"
+
+
+def test_hier_timing_runs_both_low_levels_of_both_hier_models():
+    """bench_scaling's hier part times both low-level forms of rnn-hier and srnn-hier (tiny, 1 update)."""
+    import bench_scaling
+
+    frame = bench_scaling.run_hier(steps=1, size="tiny", nll_steps=0)
+    assert set(zip(frame.model, frame.low_level)) == {(m, low) for m in bench_scaling.HIER
+                                                      for low in bench_scaling.LOWS}
+    assert (frame.update_s > 0).all() and (frame.low_level_s > 0).all()
+    assert (frame.low_level_s < frame.update_s * 10).all()  # the low level alone is part of an update
+    assert (frame.L == 88).all()
+    for name, sub in frame.groupby("model"):
+        made, lstm = sub.set_index("low_level").loc["made"], sub.set_index("low_level").loc["lstm"]
+        assert made.update_speedup == pytest.approx(lstm.update_s / made.update_s)

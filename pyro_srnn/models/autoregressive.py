@@ -184,16 +184,16 @@ class RNNHier(SequenceModel):
                          low_embed=low_embed, ref_first_value=ref_first_value)
         self.rnn = ForwardRNN(spec.step_dim, hidden, num_layers, embed=embed, dropout=dropout)
         head = make_head(spec.family, None, spec.step_dim, num_components)
-        self.low = make_low_level(low, hidden, head, low_hidden, low_layers, embed=low_embed, dropout=dropout,
+        self.low_level = make_low_level(low, hidden, head, low_hidden, low_layers, embed=low_embed, dropout=dropout,
                                   ref_first_value=ref_first_value)
 
     def step_distribution(self, batch):
         d = self.shared(batch, "d", lambda: self.rnn(batch.inputs)[0])
-        return self.low.distribution(d, batch.targets)
+        return self.low_level.distribution(d, batch.targets)
 
     def forward(self, batch, kl_scale: float = 1.0):
         self.check_batch(batch)
         self.observe_chunk(batch, self.step_distribution(batch))
 
     def generate(self, num_sequences, num_steps, first_step=None):
-        return self.generate_by_steps(self.rnn, self.low.sample, num_sequences, num_steps, first_step)
+        return self.generate_by_steps(self.rnn, self.low_level.sample, num_sequences, num_steps, first_step)
