@@ -223,3 +223,26 @@ def test_one_batch_reused_for_several_updates_never_sees_stale_features(guide_na
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.forward_rnn.parameters())
         optimizer.step()
         optimizer.zero_grad()
+
+
+@pytest.mark.parametrize("name,guide_name", [("f-srnn", None), ("rnn-hier", None), ("delta-rnn", None),
+                                             ("delta-srnn", "delta"), ("delta-srnn", "delta-gaussian"),
+                                             ("srnn-flat", None)])
+def test_one_batch_scored_twice_without_an_update(name, guide_name):
+    """Pyro's own Trace_ELBO, loss and backward twice on one batch, weights unchanged: the shared
+    features are recomputed after a backward freed their graph (no "backward through the graph a
+    second time"), and both passes give the same loss and gradients."""
+    model = build_model(name, make_spec("gaussian", 5), "tiny")
+    guide = build_guide(guide_name, model)
+    batch = make_batch("gaussian", 5)
+    params = list(model.parameters()) + list(guide.parameters())
+    results = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        loss = Trace_ELBO().differentiable_loss(model, guide, batch)
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        results.append((loss.detach(), grads))
+    (l1, g1), (l2, g2) = results
+    assert torch.equal(l1, l2)
+    for a, b in zip(g1, g2):
+        assert (a is None and b is None) or torch.equal(a, b)

@@ -85,13 +85,19 @@ class SequenceModel(torch.nn.Module):
         """Compute ``fn()`` once per batch and share it between model and guide.
 
         The cached value is recomputed when the weights changed in place (an optimiser
-        step), or the train/eval or grad mode differs, so a batch reused for several
-        updates never sees a stale feature or a freed graph; ``refresh`` forces it.
+        step), the train/eval or grad mode differs, or a backward pass has gone through
+        it (its graph is freed: the batch is being scored again, e.g. twice with no
+        optimiser step in between), so a reused batch never sees a stale feature or a
+        freed graph; ``refresh`` forces it.
         """
         slot, state = (id(self), key), self.feature_state()
         hit = batch.cache.get(slot)
-        if refresh or hit is None or hit[0] != state:
-            hit = batch.cache[slot] = (state, fn())
+        if refresh or hit is None or hit[0] != state or not hit[2][0]:
+            value, alive = fn(), [True]
+            if isinstance(value, torch.Tensor) and value.requires_grad:
+                # the hook holds only the flag, not the value: no reference cycle keeps graphs alive
+                value.register_hook(lambda grad, alive=alive: alive.__setitem__(0, False))
+            hit = batch.cache[slot] = (state, value, alive)
         return hit[1]
 
     # ---------------------------------------------------------------- config
