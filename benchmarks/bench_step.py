@@ -13,7 +13,10 @@ steps on the SAME module instances and the SAME batch:
 Before timing, both losses are computed once with the same torch seed (eval mode, so
 only the latent noise is random) and asserted equal. The two steps are then
 interleaved (the order alternates every repetition) and the median of ``--reps``
-repetitions after ``--warmup`` is reported; ``ratio = pyro_ms / torch_ms``.
+repetitions after ``--warmup`` is reported (with ``--quick``, more repetitions until each path
+has run ``--min-time`` = 1.5 s, so 50-ms steps get ~30 pairs); ``ratio = pyro_ms / torch_ms``.
+``paired_ratio`` (with ``_q1``/``_q3``) is the median of the per-pair ratios (the two steps of
+a pair ran back to back): the same comparison, robust to load drifting during the run.
 
 Targets: ratio ≤ 1.05 when all latents of a chunk are drawn at once (or there are
 none), ≤ 1.15 when the latent path is drawn step by step (``SequenceNormal`` with a
@@ -192,7 +195,8 @@ def check_losses_agree(model, guide, elbo_module, torch_loss, batch, kl_scale, s
 
 
 def bench_model(name: str, config_name: str, config: dict, *, size: str, reps: int, warmup: int,
-                estimator: str = "trace", device: str = "cpu", seed: int = 0, quick: bool = False) -> dict:
+                estimator: str = "trace", device: str = "cpu", seed: int = 0, quick: bool = False,
+                min_time: float = 0.0, max_reps: int = 200) -> dict:
     if name.endswith("-flat"):
         config = dict(config, T=config["quick_flat_T" if quick else "flat_T"])
     spec = make_spec(config)
@@ -223,7 +227,10 @@ def bench_model(name: str, config_name: str, config: dict, *, size: str, reps: i
     times = {"pyro": [], "torch": []}
     model.train()
     guide.train()
-    for i in range(warmup + reps):
+    i, started = 0, None
+    # at least `reps` timed pairs, and more until each path has run `min_time` seconds: fast
+    # steps (tens of ms) get enough pairs that a few slow outliers do not move the median
+    while i < warmup + reps or sum(times["pyro"]) < min_time or sum(times["torch"]) < min_time:
         order = ("pyro", "torch") if i % 2 == 0 else ("torch", "pyro")
         for which in order:
             _sync(device)
@@ -232,17 +239,25 @@ def bench_model(name: str, config_name: str, config: dict, *, size: str, reps: i
             _sync(device)
             if i >= warmup:
                 times[which].append(time.perf_counter() - t0)
+        i += 1
+        if i - warmup >= max_reps:
+            break
     row["pyro_ms"] = 1e3 * statistics.median(times["pyro"])
     row["torch_ms"] = 1e3 * statistics.median(times["torch"])
     row["ratio"] = row["pyro_ms"] / row["torch_ms"]
+    # the same comparison pair by pair (the two steps of a pair ran back to back, so a change
+    # of machine load between pairs cancels): median and inter-quartile range of pyro/torch
+    paired = sorted(a / b for a, b in zip(times["pyro"], times["torch"]))
+    q = statistics.quantiles(paired, n=4) if len(paired) >= 2 else [paired[0]] * 3
+    row["paired_ratio"], row["paired_ratio_q1"], row["paired_ratio_q3"] = q[1], q[0], q[2]
     row["over_target"] = bool(row["ratio"] > row["target"])
-    row["reps"] = reps
+    row["reps"] = len(times["pyro"])
     row["status"] = "ok"
     return row
 
 
 def run(models=None, configs=None, *, quick=False, size=None, reps=None, warmup=None, estimator="trace",
-        device="cpu", out=None, verbose=True):
+        device="cpu", out=None, verbose=True, min_time=None):
     """Benchmark ``models`` × ``configs``; returns a pandas DataFrame (also written to CSV when ``out``)."""
     import pandas as pd
 
@@ -254,6 +269,7 @@ def run(models=None, configs=None, *, quick=False, size=None, reps=None, warmup=
     configs = configs or list(CONFIGS)
     reps = reps if reps is not None else (10 if quick else 15)
     warmup = warmup if warmup is not None else 2
+    min_time = min_time if min_time is not None else (1.5 if quick else 0.0)
     info = machine_info(device)
     rows = []
     for config_name in configs:
@@ -263,7 +279,7 @@ def run(models=None, configs=None, *, quick=False, size=None, reps=None, warmup=
             t0 = time.perf_counter()
             try:
                 row = bench_model(name, config_name, config, size=sz, reps=reps, warmup=warmup,
-                                  estimator=estimator, device=device, quick=quick)
+                                  estimator=estimator, device=device, quick=quick, min_time=min_time)
             except AssertionError:
                 raise
             except Exception as e:  # a model that cannot be built at this config is reported, not hidden
@@ -277,7 +293,7 @@ def run(models=None, configs=None, *, quick=False, size=None, reps=None, warmup=
                       flush=True)
     frame = pd.DataFrame(rows)
     lead = ["model", "guide", "config", "size", "pyro_ms", "torch_ms", "ratio", "target", "over_target",
-            "status", "sequential_latent", "params", "batch", "T", "L", "estimator", "reps", "loss_pyro",
+            "paired_ratio", "paired_ratio_q1", "paired_ratio_q3", "status", "sequential_latent", "params", "batch", "T", "L", "estimator", "reps", "loss_pyro",
             "loss_torch", "bench_s"]
     frame = frame[[c for c in lead if c in frame] + [c for c in frame if c not in lead]]
     if out:
@@ -295,6 +311,9 @@ def main(argv=None):
     p.add_argument("--size", default=None, help="override the preset size (tiny, small, midi, ...)")
     p.add_argument("--reps", type=int, default=None)
     p.add_argument("--warmup", type=int, default=None)
+    p.add_argument("--min-time", type=float, default=None,
+                   help="time each path at least this many seconds (more pairs for fast steps; "
+                        "default 1.5 with --quick, else 0)")
     p.add_argument("--estimator", default="trace", choices=["trace", "meanfield"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
@@ -304,12 +323,12 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     out = args.out or HERE / "results" / ("bench_step_quick.csv" if args.quick else "bench_step.csv")
     frame = run(args.models, args.configs, quick=args.quick, size=args.size, reps=args.reps, warmup=args.warmup,
-                estimator=args.estimator, device=args.device, out=out)
+                estimator=args.estimator, device=args.device, out=out, min_time=args.min_time)
     import pandas as pd
 
     with pd.option_context("display.width", 200, "display.max_columns", 20):
-        cols = [c for c in ("model", "guide", "config", "size", "pyro_ms", "torch_ms", "ratio", "target",
-                            "over_target", "status") if c in frame]
+        cols = [c for c in ("model", "guide", "config", "size", "pyro_ms", "torch_ms", "ratio", "paired_ratio",
+                            "target", "over_target", "reps", "status") if c in frame]
         print(frame[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     info = machine_info(args.device)
     print(f"\nmachine: {info['cpu']}, {info['cores']} cores, torch {info['torch']} ({info['threads']} threads), "

@@ -22,9 +22,19 @@ def test_bench_step_runs_two_repetitions_of_a_tiny_model(tmp_path):
     assert row["pyro_ms"] > 0 and row["torch_ms"] > 0
     assert row["ratio"] == pytest.approx(row["pyro_ms"] / row["torch_ms"])
     assert row["loss_pyro"] == pytest.approx(row["loss_torch"], rel=1e-4)
+    assert row["reps"] == 2
+    assert row["paired_ratio_q1"] <= row["paired_ratio"] <= row["paired_ratio_q3"]
     saved = pd.read_csv(out)
-    for column in ("model", "guide", "config", "pyro_ms", "torch_ms", "ratio", "target", "cpu", "torch"):
+    for column in ("model", "guide", "config", "pyro_ms", "torch_ms", "ratio", "paired_ratio", "target", "cpu",
+                   "torch"):
         assert column in saved.columns
+
+
+def test_min_time_adds_repetitions_to_fast_steps():
+    frame = bench_step.run(["f-rnn"], ["midi"], size="tiny", reps=2, warmup=0, verbose=False, min_time=0.2)
+    row = frame.iloc[0]
+    assert row["reps"] > 2  # a tiny step takes milliseconds: 0.2 s per path needs many more pairs
+    assert row["reps"] * row["pyro_ms"] / 1e3 >= 0.1
 
 
 def test_loss_check_catches_a_wrong_hand_written_loss():
