@@ -232,7 +232,7 @@ def rnn_flat_loss(model, guide, batch, kl_scale=1.0):
 @register("rnn-hier")
 def rnn_hier_loss(model, guide, batch, kl_scale=1.0):
     d = model.rnn(batch.inputs)[0]
-    step_log_px = head_log_prob(model.low.head, model.low.params(d, batch.targets), batch.targets)
+    step_log_px = head_log_prob(model.low_level.head, model.low_level.params(d, batch.targets), batch.targets)
     return -masked_sum(step_log_px, batch.mask)
 
 

@@ -72,3 +72,20 @@ def test_hier_timing_runs_both_low_levels_of_both_hier_models():
     for name, sub in frame.groupby("model"):
         made, lstm = sub.set_index("low_level").loc["made"], sub.set_index("low_level").loc["lstm"]
         assert made.update_speedup == pytest.approx(lstm.update_s / made.update_s)
+
+
+@pytest.mark.parametrize("config_name", ["midi", "speech"])
+@pytest.mark.parametrize("name", bench_step.model_names())
+def test_every_model_has_a_hand_written_loss_equal_to_its_pyro_loss(name, config_name):
+    """The overhead benchmark can time every registered model: its hand-written torch loss exists
+    and equals the package's Pyro loss (same modules, same noise) at a tiny size."""
+    config = dict(bench_step.CONFIGS[config_name], batch=2, T=4, L=6)
+    spec = bench_step.make_spec(config)
+    model = bench_step.build_model(name, spec, "tiny")
+    guide = bench_step.build_guide(None, model)
+    loss = TORCH_LOSSES.get((name, guide.name))
+    assert loss is not None, f"no hand-written loss for ({name}, {guide.name})"
+    elbo = bench_step.make_elbo("trace")(model, guide)
+    kl_scale = 0.5 if model.has_latent else 1.0
+    lp, lt = bench_step.check_losses_agree(model, guide, elbo, loss, bench_step.synthetic_batch(config), kl_scale)
+    assert lp == pytest.approx(lt, rel=1e-5)
