@@ -31,6 +31,7 @@ sys.path.insert(0, str(HERE))
 import pyro  # noqa: E402
 
 from bench_step import StepRunner, _sync, machine_info, make_spec, synthetic_batch  # noqa: E402
+from pyro_srnn.data.core import atomic_write  # noqa: E402
 from pyro_srnn.infer import make_elbo  # noqa: E402
 from pyro_srnn.models import MODELS, build_guide, build_model, model_names  # noqa: E402
 
@@ -80,16 +81,21 @@ def main(argv=None):
     p.add_argument("--domains", nargs="*", default=["speech", "midi"], choices=list(DOMAINS))
     p.add_argument("--devices", nargs="*", default=None, help="default: cpu, plus cuda when available")
     p.add_argument("--reps", type=int, default=1)
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps first (default 1)")
     p.add_argument("--threads", type=int, default=None, help="torch threads on CPU (default: torch's)")
     p.add_argument("--out", default=str(HERE / "results" / "bench_fullsize.csv"))
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    models = args.models or model_names()
+    registered = model_names()  # imports every model module, so MODELS is complete
+    models = args.models or registered
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # rows of earlier runs for other (model, domain, device) stay: one CSV for every configuration
+    kept = pd.read_csv(out) if out.exists() else pd.DataFrame(columns=["model", "domain", "device"])
     rows = []
     for device in devices:
-        info = machine_info(device)
         for domain in args.domains:
             for name in models:
                 if name not in MODELS:
@@ -97,21 +103,26 @@ def main(argv=None):
                 try:
                     if str(device).startswith("cuda"):
                         torch.cuda.reset_peak_memory_stats()
-                    row = time_one(name, domain, device, reps=args.reps)
+                    row = time_one(name, domain, device, warmup=args.warmup, reps=args.reps)
                 except Exception as e:  # e.g. a model without a study preset for this domain
                     row = {"model": name, "domain": domain, "device": device,
                            "status": f"not run: {type(e).__name__}: {e}"}
-                row.update({k: v for k, v in info.items() if k != "device"})
+                row.update({k: v for k, v in machine_info(device).items() if k != "device"})
+                row["warmup"], row["reps"] = args.warmup, args.reps
                 rows.append(row)
                 print({k: row.get(k) for k in ("model", "domain", "device", "params_M", "step_s", "status")},
                       flush=True)
+                new = pd.DataFrame(rows)
+                done = set(zip(new.model, new.domain, new.device.astype(str)))
+                old = kept[[key not in done for key in zip(kept.model, kept.domain, kept.device.astype(str))]]
+                frame = pd.concat([old, new], ignore_index=True).sort_values(["device", "domain", "model"])
+                with atomic_write(out, suffix=".csv") as tmp:  # written after every row: a long run keeps its rows
+                    frame.to_csv(tmp, index=False)
     frame = pd.DataFrame(rows)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(args.out, index=False)
     cols = [c for c in ("model", "guide", "domain", "device", "params_M", "step_s", "cuda_peak_MiB", "status")
             if c in frame]
     print(frame[cols].to_string(index=False))
-    print(f"\nCSV: {args.out}")
+    print(f"\nCSV: {out} (rows of other models/domains/devices kept)")
     return frame
 
 
