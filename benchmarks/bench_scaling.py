@@ -24,7 +24,8 @@ Usage::
     python benchmarks/bench_scaling.py --part hier --nll-steps 0      # timing only
     python benchmarks/bench_scaling.py --part hier --hier-models rnn-hier --nll-steps 2000
 
-Writes ``benchmarks/results/scaling_flat.csv``, ``scaling_hier.csv`` and ``scaling.png``.
+Writes ``benchmarks/results/scaling_flat.csv``, ``scaling_hier.csv`` (rows of hier models not
+run this time are kept) and ``scaling.png``.
 """
 from __future__ import annotations
 
@@ -202,6 +203,7 @@ def run_hier(steps: int, models=tuple(HIER), size="study", batch=16, nll_steps: 
              runs: Path = Path("runs/bench_hier"), jobs: int = 2):
     import pandas as pd
 
+    from bench_step import machine_info
     from pyro_srnn.data import load_dataset
 
     dataset = load_dataset("bach_chorales")
@@ -209,6 +211,7 @@ def run_hier(steps: int, models=tuple(HIER), size="study", batch=16, nll_steps: 
     for name in models:
         for low in LOWS:
             rows.append(hier_timing(name, low, dataset, size, batch, steps))
+            rows[-1].update({k: v for k, v in machine_info().items() if k not in ("threads", "device")})
             print(rows[-1], flush=True)
     frame = pd.DataFrame(rows)
     if nll_steps:
@@ -298,7 +301,11 @@ def main(argv=None):
     if args.part in ("hier", "both"):
         hier = run_hier(args.steps, models=tuple(args.hier_models), size=args.size, nll_steps=args.nll_steps,
                         runs=Path(args.runs), jobs=args.jobs)
-        hier.to_csv(out / "scaling_hier.csv", index=False)
+        path = out / "scaling_hier.csv"
+        if path.exists():  # rows of hier models not run this time stay
+            old = pd.read_csv(path)
+            hier = pd.concat([old[~old.model.isin(hier.model)], hier], ignore_index=True)
+        hier.to_csv(path, index=False)
         print(hier.to_string(index=False))
     elif (out / "scaling_hier.csv").exists():
         hier = pd.read_csv(out / "scaling_hier.csv")
