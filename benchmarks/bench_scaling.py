@@ -251,7 +251,7 @@ def plot(flat, hier, path):
         axes[1].set(xlabel="flat sequence length N (values)", ylabel="peak RSS growth (MiB)", title="flat: memory")
         axes[0].legend()
         axes[1].legend()
-    if hier is not None and len(hier):
+    if hier is not None and len(hier) and "update_s" in hier:
         labels = [f"{m}\n{low}" for m, low in zip(hier.model, hier.low_level)]
         x = range(len(labels))
         axes[2].bar([i - 0.2 for i in x], hier.update_s, width=0.4, label="whole update")
