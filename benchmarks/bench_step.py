@@ -14,7 +14,7 @@ Before timing, both losses are computed once with the same torch seed (eval mode
 only the latent noise is random) and asserted equal. The two steps are then
 interleaved (the order alternates every repetition) and the median of ``--reps``
 repetitions after ``--warmup`` is reported (with ``--quick``, more repetitions until each path
-has run ``--min-time`` = 1.5 s, so 50-ms steps get ~30 pairs); ``ratio = pyro_ms / torch_ms``.
+has run ``--min-time`` = 1 s, so 50-ms steps get ~20 pairs; one warm-up pair instead of two); ``ratio = pyro_ms / torch_ms``.
 ``paired_ratio`` (with ``_q1``/``_q3``) is the median of the per-pair ratios (the two steps of
 a pair ran back to back): the same comparison, robust to load drifting during the run.
 
@@ -268,8 +268,8 @@ def run(models=None, configs=None, *, quick=False, size=None, reps=None, warmup=
         raise SystemExit(f"unknown model(s) {unknown}; registered: {all_models}")
     configs = configs or list(CONFIGS)
     reps = reps if reps is not None else (10 if quick else 15)
-    warmup = warmup if warmup is not None else 2
-    min_time = min_time if min_time is not None else (1.5 if quick else 0.0)
+    warmup = warmup if warmup is not None else (1 if quick else 2)
+    min_time = min_time if min_time is not None else (1.0 if quick else 0.0)
     info = machine_info(device)
     rows = []
     for config_name in configs:
@@ -313,7 +313,7 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--min-time", type=float, default=None,
                    help="time each path at least this many seconds (more pairs for fast steps; "
-                        "default 1.5 with --quick, else 0)")
+                        "default 1 with --quick, else 0)")
     p.add_argument("--estimator", default="trace", choices=["trace", "meanfield"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
