@@ -30,8 +30,7 @@ sys.path.insert(0, str(HERE))
 
 import pyro  # noqa: E402
 
-from bench_step import StepRunner, _sync, machine_info, make_spec, synthetic_batch  # noqa: E402
-from pyro_srnn.data.core import atomic_write  # noqa: E402
+from bench_step import StepRunner, _sync, machine_info, make_spec, save_merged, synthetic_batch  # noqa: E402
 from pyro_srnn.infer import make_elbo  # noqa: E402
 from pyro_srnn.models import MODELS, build_guide, build_model, model_names  # noqa: E402
 
@@ -91,9 +90,6 @@ def main(argv=None):
     models = args.models or registered
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # rows of earlier runs for other (model, domain, device) stay: one CSV for every configuration
-    kept = pd.read_csv(out) if out.exists() else pd.DataFrame(columns=["model", "domain", "device"])
     rows = []
     for device in devices:
         for domain in args.domains:
@@ -112,12 +108,8 @@ def main(argv=None):
                 rows.append(row)
                 print({k: row.get(k) for k in ("model", "domain", "device", "params_M", "step_s", "status")},
                       flush=True)
-                new = pd.DataFrame(rows)
-                done = set(zip(new.model, new.domain, new.device.astype(str)))
-                old = kept[[key not in done for key in zip(kept.model, kept.domain, kept.device.astype(str))]]
-                frame = pd.concat([old, new], ignore_index=True).sort_values(["device", "domain", "model"])
-                with atomic_write(out, suffix=".csv") as tmp:  # written after every row: a long run keeps its rows
-                    frame.to_csv(tmp, index=False)
+                # written after every row (a long run keeps its rows); other models/domains/devices stay
+                save_merged(pd.DataFrame(rows), out, ["model", "domain", "device"])
     frame = pd.DataFrame(rows)
     cols = [c for c in ("model", "guide", "domain", "device", "params_M", "step_s", "cuda_peak_MiB", "status")
             if c in frame]

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -104,11 +105,6 @@ def run_flat(lengths, models=FLAT_MODELS, batch=8, threads=None):
     return pd.DataFrame(rows)
 
 
-def _median(xs):
-    xs = sorted(xs)
-    return xs[len(xs) // 2]
-
-
 def hier_timing(name: str, low: str, dataset, size: str, batch: int, steps: int, warmup: int = 3) -> dict:
     """Median time of one update (``Trainer.train_step``) and of the low level alone.
 
@@ -143,7 +139,7 @@ def hier_timing(name: str, low: str, dataset, size: str, batch: int, steps: int,
                 low_only.append(t3 - t2)
         B, T, L = data.targets.shape
     return {"model": name, "low_level": low, "size": size, "batch": B, "T": T, "L": L, "timed_updates": steps,
-            "update_s": _median(update), "low_level_s": _median(low_only),
+            "update_s": statistics.median(update), "low_level_s": statistics.median(low_only),
             "params": sum(p.numel() for p in trainer.params), "threads": torch.get_num_threads()}
 
 
@@ -301,11 +297,9 @@ def main(argv=None):
     if args.part in ("hier", "both"):
         hier = run_hier(args.steps, models=tuple(args.hier_models), size=args.size, nll_steps=args.nll_steps,
                         runs=Path(args.runs), jobs=args.jobs)
-        path = out / "scaling_hier.csv"
-        if path.exists():  # rows of hier models not run this time stay
-            old = pd.read_csv(path)
-            hier = pd.concat([old[~old.model.isin(hier.model)], hier], ignore_index=True)
-        hier.to_csv(path, index=False)
+        from bench_step import save_merged
+
+        hier = save_merged(hier, out / "scaling_hier.csv", ["model", "low_level"])  # other hier models stay
         print(hier.to_string(index=False))
     elif (out / "scaling_hier.csv").exists():
         hier = pd.read_csv(out / "scaling_hier.csv")

@@ -109,6 +109,24 @@ def machine_info(device: str = "cpu") -> dict:
     return info
 
 
+def save_merged(frame, path, keys) -> "pd.DataFrame":
+    """Write ``frame`` to the CSV ``path`` atomically, keeping the rows of ``path`` whose ``keys``
+    are not in ``frame`` (so re-running one part of a benchmark keeps the other parts)."""
+    import pandas as pd
+
+    from pyro_srnn.data.core import atomic_write
+
+    path = Path(path)
+    if path.exists():
+        old = pd.read_csv(path)
+        done = set(map(tuple, frame[keys].astype(str).values))
+        old = old[[tuple(k) not in done for k in old[keys].astype(str).values]]
+        frame = pd.concat([old, frame], ignore_index=True)
+    with atomic_write(path, suffix=".csv") as tmp:
+        frame.to_csv(tmp, index=False)
+    return frame
+
+
 # ---------------------------------------------------------------- data
 
 def make_spec(config: dict) -> DataSpec:
@@ -227,7 +245,7 @@ def bench_model(name: str, config_name: str, config: dict, *, size: str, reps: i
     times = {"pyro": [], "torch": []}
     model.train()
     guide.train()
-    i, started = 0, None
+    i = 0
     # at least `reps` timed pairs, and more until each path has run `min_time` seconds: fast
     # steps (tens of ms) get enough pairs that a few slow outliers do not move the median
     while i < warmup + reps or sum(times["pyro"]) < min_time or sum(times["torch"]) < min_time:

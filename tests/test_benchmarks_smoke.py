@@ -89,3 +89,15 @@ def test_every_model_has_a_hand_written_loss_equal_to_its_pyro_loss(name, config
     kl_scale = 0.5 if model.has_latent else 1.0
     lp, lt = bench_step.check_losses_agree(model, guide, elbo, loss, bench_step.synthetic_batch(config), kl_scale)
     assert lp == pytest.approx(lt, rel=1e-5)
+
+
+def test_save_merged_replaces_rerun_rows_and_keeps_the_others(tmp_path):
+    path = tmp_path / "results.csv"
+    bench_step.save_merged(pd.DataFrame({"model": ["a", "b"], "domain": ["midi", "midi"], "t": [1.0, 2.0]}), path,
+                           ["model", "domain"])
+    merged = bench_step.save_merged(pd.DataFrame({"model": ["b", "c"], "domain": ["midi", "midi"], "t": [3.0, 4.0]}),
+                                    path, ["model", "domain"])
+    saved = pd.read_csv(path)
+    assert sorted(zip(saved.model, saved.t)) == [("a", 1.0), ("b", 3.0), ("c", 4.0)]
+    assert len(merged) == 3
+    assert [p.name for p in tmp_path.iterdir()] == ["results.csv"]  # no temporary file left behind
