@@ -13,8 +13,9 @@ steps on the SAME module instances and the SAME batch:
 Before timing, both losses are computed once with the same torch seed (eval mode, so
 only the latent noise is random) and asserted equal. The two steps are then
 interleaved (the order alternates every repetition) and the median of ``--reps``
-repetitions after ``--warmup`` is reported (with ``--quick``, more repetitions until each path
-has run ``--min-time`` = 1 s, so 50-ms steps get ~20 pairs; one warm-up pair instead of two); ``ratio = pyro_ms / torch_ms``.
+repetitions after ``--warmup`` is reported (with ``--quick``, one warm-up pair instead of two
+and more repetitions until each path has run ``--min-time`` = 1 s, so 50-ms steps get ~20
+pairs); ``ratio = pyro_ms / torch_ms``.
 ``paired_ratio`` (with ``_q1``/``_q3``) is the median of the per-pair ratios (the two steps of
 a pair ran back to back): the same comparison, robust to load drifting during the run.
 
@@ -311,8 +312,8 @@ def run(models=None, configs=None, *, quick=False, size=None, reps=None, warmup=
                       flush=True)
     frame = pd.DataFrame(rows)
     lead = ["model", "guide", "config", "size", "pyro_ms", "torch_ms", "ratio", "target", "over_target",
-            "paired_ratio", "paired_ratio_q1", "paired_ratio_q3", "status", "sequential_latent", "params", "batch", "T", "L", "estimator", "reps", "loss_pyro",
-            "loss_torch", "bench_s"]
+            "paired_ratio", "paired_ratio_q1", "paired_ratio_q3", "status", "sequential_latent", "params",
+            "batch", "T", "L", "estimator", "reps", "loss_pyro", "loss_torch", "bench_s"]
     frame = frame[[c for c in lead if c in frame] + [c for c in frame if c not in lead]]
     if out:
         out = Path(out)

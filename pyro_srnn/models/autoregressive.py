@@ -184,8 +184,8 @@ class RNNHier(SequenceModel):
                          low_embed=low_embed, ref_first_value=ref_first_value)
         self.rnn = ForwardRNN(spec.step_dim, hidden, num_layers, embed=embed, dropout=dropout)
         head = make_head(spec.family, None, spec.step_dim, num_components)
-        self.low_level = make_low_level(low, hidden, head, low_hidden, low_layers, embed=low_embed, dropout=dropout,
-                                  ref_first_value=ref_first_value)
+        self.low_level = make_low_level(low, hidden, head, low_hidden, low_layers, embed=low_embed,
+                                        dropout=dropout, ref_first_value=ref_first_value)
 
     def step_distribution(self, batch):
         d = self.shared(batch, "d", lambda: self.rnn(batch.inputs)[0])
