@@ -27,8 +27,11 @@ Configurations (synthetic data of the right shape: Bernoulli keys at rate 0.1, o
 standard-normal audio):
 
 * ``midi`` — batch 16, T 100, L 88, the model's study MIDI preset (``--quick``: ``small``);
-* ``speech`` — batch 32, T 40, L 200, the model's ``small`` preset (reduced speech: the
-  study's 17M-parameter speech models take several seconds a step on 2 cores).
+* ``speech`` — batch 32, T 40, L 200, the reduced speech configuration: the model's study
+  speech preset at half width (``speech@0.5``, about a quarter of the weights; the study's
+  17M-parameter models take 1.3-3.4 s a step on 2 cores, the half-width ones 0.2-0.7 s), and
+  the ``small`` preset for the flat and hier models (an LSTM step per value: even at 1/8 of the
+  study's width their step takes 2-3 s). ``--quick``: ``small`` for every model.
 
 Flat models (``*-flat``: one LSTM step per value) run over ``T · L`` values; they use
 ``flat_T`` steps instead (speech 10 steps = 2000 samples, the study's flat chunk;
@@ -37,7 +40,7 @@ MIDI 20 steps = 1760 keys) so one step stays within seconds on 2 cores; ``--quic
 
 Usage::
 
-    python benchmarks/bench_step.py             # full: reps 15, study MIDI presets
+    python benchmarks/bench_step.py             # full: reps 15, study MIDI presets, half-width speech
     python benchmarks/bench_step.py --quick     # every model, small sizes, reps 10
     python benchmarks/bench_step.py --models f-rnn vrnn --configs midi
 
@@ -72,8 +75,11 @@ from _torch_losses import TORCH_LOSSES  # noqa: E402
 CONFIGS = {
     "midi": dict(batch=16, T=100, L=88, family="bernoulli", domain="midi", size="midi", quick_size="small",
                  flat_T=20, quick_flat_T=5),
-    "speech": dict(batch=32, T=40, L=200, family="gaussian", domain="speech", size="small", quick_size="small",
-                   flat_T=10, quick_flat_T=2),
+    # the study's speech models at half width (a quarter of the weights); models with an LSTM over
+    # every value (flat, hier) keep their ``small`` preset: at 1/8 of the study's width a step
+    # still takes 2-3 s on 2 cores (200 or 2000 sequential LSTM steps)
+    "speech": dict(batch=32, T=40, L=200, family="gaussian", domain="speech", size="speech@0.5",
+                   per_value_size="small", quick_size="small", flat_T=10, quick_flat_T=2),
 }
 TARGET_AT_ONCE = 1.05
 TARGET_SEQUENTIAL = 1.15
@@ -156,6 +162,15 @@ def fresh(batch: SequenceBatch) -> SequenceBatch:
 
 
 # ---------------------------------------------------------------- steps
+
+def preset_size(name: str, config: dict, quick: bool = False) -> str:
+    """The model size a configuration uses for model ``name``."""
+    if quick:
+        return config["quick_size"]
+    if name.endswith(("-flat", "-hier")):  # an LSTM step per value (flat) or per position (hier)
+        return config.get("per_value_size", config["size"])
+    return config["size"]
+
 
 def latent_is_sequential(model, guide, batch) -> bool:
     """True when the guide's latent path is drawn step by step (a ``SequenceNormal`` with a sampler)."""
@@ -294,7 +309,7 @@ def run(models=None, configs=None, *, quick=False, size=None, reps=None, warmup=
     for config_name in configs:
         config = CONFIGS[config_name]
         for name in models:
-            sz = size or (config["quick_size"] if quick else config["size"])
+            sz = size or preset_size(name, config, quick)
             t0 = time.perf_counter()
             try:
                 row = bench_model(name, config_name, config, size=sz, reps=reps, warmup=warmup,

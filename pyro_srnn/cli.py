@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dataset", default="bach_chorales")
     t.add_argument("--model", default="f-rnn")
     t.add_argument("--guide", default=None, help="guide name (default: the model's own)")
-    t.add_argument("--size", default="small", help="model size: tiny, small, or study (the study's config)")
+    t.add_argument("--size", default="small", help="model size: tiny, small, or study (the study's config); "
+                        "NAME@F scales every layer width by F, e.g. study@0.5")
     t.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="override a model hyper-parameter (JSON value), repeatable")
     t.add_argument("--steps", type=int, default=None,

@@ -101,3 +101,11 @@ def test_save_merged_replaces_rerun_rows_and_keeps_the_others(tmp_path):
     assert sorted(zip(saved.model, saved.t)) == [("a", 1.0), ("b", 3.0), ("c", 4.0)]
     assert len(merged) == 3
     assert [p.name for p in tmp_path.iterdir()] == ["results.csv"]  # no temporary file left behind
+
+
+def test_reduced_speech_config_is_the_half_width_study_model_except_per_value_models():
+    speech, midi = bench_step.CONFIGS["speech"], bench_step.CONFIGS["midi"]
+    assert bench_step.preset_size("vrnn", speech) == "speech@0.5"
+    assert bench_step.preset_size("rnn-hier", speech) == bench_step.preset_size("srnn-flat", speech) == "small"
+    assert bench_step.preset_size("rnn-hier", midi) == bench_step.preset_size("vrnn", midi) == "midi"
+    assert {bench_step.preset_size(n, c, quick=True) for n in ("vrnn", "rnn-flat") for c in (speech, midi)} == {"small"}

@@ -39,7 +39,23 @@ from ..distributions import masked_sequence
 __all__ = [
     "SequenceModel", "SequenceGuide", "EmptyGuide", "MODELS", "GUIDES", "register_model",
     "register_guide", "build_model", "build_guide", "GuideMismatch", "model_names", "guide_names",
+    "WIDTH_KEYS", "scale_widths",
 ]
+
+#: hyper-parameters that are layer widths (sizes of hidden, embedding, MLP and latent layers).
+#: Depths, mixture sizes, dropout and counts of values (``d_leak``) are not widths.
+WIDTH_KEYS = ("hidden", "embed", "mlp", "latent", "z_dim", "emission_dim", "transition_dim", "low_hidden",
+              "low_embed")
+
+
+def scale_widths(hparams: dict, factor: float) -> dict:
+    """``hparams`` with every width (:data:`WIDTH_KEYS`) times ``factor``, rounded, at least 1.
+
+    Used for sizes between the presets, e.g. the study's speech models at half width
+    (``size="study@0.5"``, about a quarter of the parameters) for benchmarks on small machines.
+    """
+    return {k: max(1, round(v * factor)) if k in WIDTH_KEYS and isinstance(v, int) else v
+            for k, v in hparams.items()}
 
 
 class GuideMismatch(ValueError):
@@ -107,12 +123,27 @@ class SequenceModel(torch.nn.Module):
 
     @classmethod
     def preset(cls, size: str, spec: DataSpec) -> dict:
-        """Hyper-parameters of a named size; ``study`` picks the study's config of the data's domain."""
-        if size == "study":
-            size = spec.domain
-        if size not in cls.PRESETS:
-            raise ValueError(f"model {cls.name!r} has no size {size!r}; sizes: {sorted(cls.PRESETS)} or 'study'")
-        return dict(cls.PRESETS[size])
+        """Hyper-parameters of a named size; ``study`` picks the study's config of the data's domain.
+
+        ``NAME@F`` (e.g. ``study@0.5``) is the preset ``NAME`` with every layer width times ``F``
+        (:func:`scale_widths`): the same architecture, narrower or wider.
+        """
+        name, factor = size, None
+        if "@" in size:
+            name, _, text = size.partition("@")
+            try:
+                factor = float(text)
+            except ValueError:
+                factor = None
+            if factor is None or not factor > 0 or factor != factor or factor == float("inf"):
+                raise ValueError(f"size {size!r}: the width factor after '@' must be a positive number")
+        if name == "study":
+            name = spec.domain
+        if name not in cls.PRESETS:
+            raise ValueError(f"model {cls.name!r} has no size {name!r}; sizes: {sorted(cls.PRESETS)} or 'study' "
+                             "(NAME@F scales the widths by F)")
+        hparams = dict(cls.PRESETS[name])
+        return scale_widths(hparams, factor) if factor is not None else hparams
 
     def observe_chunk(self, batch, step_dist) -> None:
         """The observed chunk as one site ``"x"``: ``step_dist`` has batch ``(B, T)``, event ``(L,)``."""
