@@ -49,11 +49,12 @@ def normal_log_prob(x, loc, scale):
 def _mixture_log_prob(params, x, log_std_min):
     """1-D Gaussian mixture per value: ``params (..., 3k)``, ``x (...)`` → ``(...)``."""
     logits, loc, log_std = params.chunk(3, dim=-1)
-    scale = log_std.clamp(min=log_std_min).exp()
+    log_std = log_std.clamp(min=log_std_min)
     if logits.shape[-1] == 1:
-        return normal_log_prob(x, loc[..., 0], scale[..., 0])
-    comp = normal_log_prob(x.unsqueeze(-1), loc, scale)
-    return torch.logsumexp(torch.log_softmax(logits, dim=-1) + comp, dim=-1)
+        return normal_log_prob(x, loc[..., 0], log_std[..., 0].exp())
+    # with the log-std at hand, no log(exp(·)): what one writes in plain torch
+    z = (x.unsqueeze(-1) - loc) * torch.exp(-log_std)
+    return torch.logsumexp(torch.log_softmax(logits, dim=-1) - 0.5 * z * z - log_std - 0.5 * LOG_2PI, dim=-1)
 
 
 def head_params(head, h):

@@ -44,7 +44,8 @@ Usage::
     python benchmarks/bench_step.py --quick     # every model, small sizes, reps 10
     python benchmarks/bench_step.py --models f-rnn vrnn --configs midi
 
-Writes ``benchmarks/results/bench_step[_quick].csv`` and prints the table.
+Writes ``benchmarks/results/bench_step[_quick].csv`` (replacing the rows of the models and
+configurations it ran, keeping the others) and prints the table.
 """
 from __future__ import annotations
 
@@ -333,7 +334,8 @@ def run(models=None, configs=None, *, quick=False, size=None, reps=None, warmup=
     if out:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_csv(out, index=False)
+        # rows of models / configs not re-run stay (e.g. `--configs speech` keeps the MIDI rows)
+        save_merged(frame, out, ["model", "config"])
     return frame
 
 

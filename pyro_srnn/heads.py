@@ -16,7 +16,8 @@ Families (SPEC §3):
 * :class:`BernoulliHead` — binary values (MIDI keys), logits;
 * :class:`GaussianMixtureHead` — independent 1-D Gaussian mixture per value with
   ``k`` components (``k = 1``: diagonal Gaussian). Mixture weights by log-softmax,
-  ``MixtureSameFamily`` as the density. The log-std is floored at ``log_std_min``
+  the density scored by :class:`NormalMixture` (sampling through torch's
+  ``MixtureSameFamily``). The log-std is floored at ``log_std_min``
   (default −7, i.e. σ ≥ 9e-4; the ref code has no floor), documented here because
   a floor changes the model slightly and avoids infinite densities on silence;
 * :class:`HandwritingHead` — ``(pen, dx, dy)``: Bernoulli pen bit and one 1-D
@@ -31,6 +32,8 @@ the δ-RNN), each value with the family of its position (:func:`make_subset_head
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -38,7 +41,7 @@ import pyro.distributions as dist
 from pyro.distributions.torch_distribution import TorchDistribution
 from torch.distributions import constraints
 
-__all__ = ["OutputHead", "BernoulliHead", "GaussianMixtureHead", "HandwritingHead", "make_head",
+__all__ = ["OutputHead", "BernoulliHead", "GaussianMixtureHead", "HandwritingHead", "make_head", "NormalMixture",
            "StepMixture", "SubsetHead", "ProductOfValues", "make_subset_head"]
 
 
@@ -83,17 +86,67 @@ class BernoulliHead(OutputHead):
         return dist.Bernoulli(logits=params[..., 0], validate_args=False)
 
 
+class NormalMixture(TorchDistribution):
+    """1-D mixture of ``k`` Normals per position: ``logits``, ``loc``, ``log_scale`` of shape ``(..., k)``.
+
+    The density is ``logsumexp_j [log_softmax(logits)_j + log N(x; loc_j, exp(log_scale_j))]``,
+    written with the log-scale (no ``log(exp(·))``) and the weights normalised once. Sampling,
+    mean and variance are torch's ``MixtureSameFamily`` (built only when asked for). Scoring
+    through ``MixtureSameFamily`` itself took 1.6-1.75× as long, forward and backward (its
+    ``Categorical`` normalises the logits in two passes, ``log_prob`` normalises them again,
+    ``Normal`` takes the log of the scale): 5 % of an F-RNN step with 20 components at 200
+    values per step.
+    """
+
+    arg_constraints = {}
+    support = constraints.real
+    _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+    def __init__(self, logits, loc, log_scale, validate_args=False):
+        self.log_weights = torch.log_softmax(logits, dim=-1)
+        self.loc, self.log_scale = loc, log_scale
+        super().__init__(batch_shape=loc.shape[:-1], validate_args=validate_args)
+
+    @classmethod
+    def _normalised(cls, log_weights, loc, log_scale):
+        new = cls.__new__(cls)
+        new.log_weights, new.loc, new.log_scale = log_weights, loc, log_scale
+        TorchDistribution.__init__(new, batch_shape=loc.shape[:-1], validate_args=False)
+        return new
+
+    def log_prob(self, value):
+        z = (value.unsqueeze(-1) - self.loc) * torch.exp(-self.log_scale)
+        return torch.logsumexp(self.log_weights - 0.5 * z * z - self.log_scale - self._HALF_LOG_2PI, dim=-1)
+
+    def torch_mixture(self) -> torch.distributions.MixtureSameFamily:
+        return torch.distributions.MixtureSameFamily(
+            torch.distributions.Categorical(logits=self.log_weights, validate_args=False),
+            torch.distributions.Normal(self.loc, self.log_scale.exp(), validate_args=False), validate_args=False)
+
+    def sample(self, sample_shape=torch.Size()):
+        return self.torch_mixture().sample(sample_shape)
+
+    @property
+    def mean(self):
+        return self.torch_mixture().mean
+
+    @property
+    def variance(self):
+        return self.torch_mixture().variance
+
+    def expand(self, batch_shape, _instance=None):
+        shape = torch.Size(batch_shape) + self.loc.shape[-1:]
+        return NormalMixture._normalised(self.log_weights.expand(shape), self.loc.expand(shape),
+                                         self.log_scale.expand(shape))
+
+
 def _mixture(params: torch.Tensor, log_std_min: float) -> dist.TorchDistribution:
     """``params (..., 3k)`` → 1-D Gaussian mixture per position (``batch_shape = params.shape[:-1]``)."""
     logits, loc, log_std = params.chunk(3, dim=-1)
-    scale = log_std.clamp(min=log_std_min).exp()
+    log_std = log_std.clamp(min=log_std_min)
     if logits.shape[-1] == 1:
-        return dist.Normal(loc[..., 0], scale[..., 0], validate_args=False)
-    return dist.MixtureSameFamily(
-        dist.Categorical(logits=logits, validate_args=False),
-        dist.Normal(loc, scale, validate_args=False),
-        validate_args=False,
-    )
+        return dist.Normal(loc[..., 0], log_std[..., 0].exp(), validate_args=False)
+    return NormalMixture(logits, loc, log_std)
 
 
 class GaussianMixtureHead(OutputHead):

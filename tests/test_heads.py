@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from pyro_srnn.heads import (BernoulliHead, GaussianMixtureHead, HandwritingHead, SubsetHead, make_head,
-                             make_subset_head)
+from pyro_srnn.heads import (BernoulliHead, GaussianMixtureHead, HandwritingHead, NormalMixture, SubsetHead,
+                             make_head, make_subset_head)
 
 
 def _params(head, *batch):
@@ -57,6 +57,24 @@ def test_mixture_matches_the_log_sum_exp_formula():
     comp = -0.5 * math.log(2 * math.pi) - log_std - 0.5 * ((x[..., None] - loc) / log_std.exp()) ** 2
     expected = (torch.log_softmax(logits, -1) + comp).logsumexp(-1).sum(-1)
     assert torch.allclose(head.distribution(params).log_prob(x), expected, atol=1e-5)
+
+
+def test_normal_mixture_equals_torchs_mixture_in_value_gradient_moments_and_expansion():
+    torch.manual_seed(1)
+    logits, loc, log_scale = (torch.randn(3, 4, 5, requires_grad=True) for _ in range(3))
+    x = torch.randn(3, 4)
+    ours = NormalMixture(logits, loc, log_scale)
+    ref = torch.distributions.MixtureSameFamily(torch.distributions.Categorical(logits=logits),
+                                                torch.distributions.Normal(loc, log_scale.exp()))
+    lp, lp_ref = ours.log_prob(x), ref.log_prob(x)
+    assert torch.allclose(lp, lp_ref, atol=1e-5)
+    grads = torch.autograd.grad(lp.sum(), (logits, loc, log_scale))
+    grads_ref = torch.autograd.grad(lp_ref.sum(), (logits, loc, log_scale))
+    assert all(torch.allclose(g, r, atol=1e-5) for g, r in zip(grads, grads_ref))
+    assert torch.allclose(ours.mean, ref.mean) and torch.allclose(ours.variance, ref.variance)
+    assert ours.batch_shape == (3, 4) and ours.sample((2,)).shape == (2, 3, 4)
+    wide = ours.expand((6, 3, 4))
+    assert wide.batch_shape == (6, 3, 4) and torch.allclose(wide.log_prob(x), lp.expand(6, 3, 4))
 
 
 def test_log_std_floor():
