@@ -109,3 +109,13 @@ def test_reduced_speech_config_is_the_half_width_study_model_except_per_value_mo
     assert bench_step.preset_size("rnn-hier", speech) == bench_step.preset_size("srnn-flat", speech) == "small"
     assert bench_step.preset_size("rnn-hier", midi) == bench_step.preset_size("vrnn", midi) == "midi"
     assert {bench_step.preset_size(n, c, quick=True) for n in ("vrnn", "rnn-flat") for c in (speech, midi)} == {"small"}
+
+
+def test_bench_mixture_checks_the_three_densities_agree_and_times_them(tmp_path):
+    import bench_mixture
+
+    out = tmp_path / "mixture.csv"
+    frame = bench_mixture.main(["--batch", "2", "--T", "3", "--L", "4", "--components", "3", "--reps", "2",
+                                "--out", str(out)])
+    assert set(frame.density) == {"torch_msf", "normal_mixture", "hand_written"}
+    assert (frame.fwd_bwd_ms > 0).all() and len(pd.read_csv(out)) == 3
