@@ -92,10 +92,10 @@ class NormalMixture(TorchDistribution):
     The density is ``logsumexp_j [log_softmax(logits)_j + log N(x; loc_j, exp(log_scale_j))]``,
     written with the log-scale (no ``log(exp(·))``) and the weights normalised once. Sampling,
     mean and variance are torch's ``MixtureSameFamily`` (built only when asked for). Scoring
-    through ``MixtureSameFamily`` itself took 1.6-1.75× as long, forward and backward (its
-    ``Categorical`` normalises the logits in two passes, ``log_prob`` normalises them again,
-    ``Normal`` takes the log of the scale): 5 % of an F-RNN step with 20 components at 200
-    values per step.
+    through ``MixtureSameFamily`` itself takes 1.4× (5 components) to 1.7× (20) as long, forward
+    and backward (its ``Categorical`` normalises the logits in two passes, ``log_prob``
+    normalises them again, ``Normal`` takes the log of the scale; ``benchmarks/bench_mixture.py``):
+    5 % of an F-RNN step with 20 components at 200 values per step.
     """
 
     arg_constraints = {}
