@@ -27,6 +27,7 @@ Register a model with :func:`register_model` and a guide with :func:`register_gu
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -134,8 +135,8 @@ class SequenceModel(torch.nn.Module):
             try:
                 factor = float(text)
             except ValueError:
-                factor = None
-            if factor is None or not factor > 0 or factor != factor or factor == float("inf"):
+                factor = math.nan
+            if not (math.isfinite(factor) and factor > 0):
                 raise ValueError(f"size {size!r}: the width factor after '@' must be a positive number")
         if name == "study":
             name = spec.domain
