@@ -35,7 +35,7 @@ sys.path.insert(0, str(HERE))
 
 from _torch_losses import _mixture_log_prob  # noqa: E402
 from bench_step import machine_info, save_merged  # noqa: E402
-from pyro_srnn.heads import NormalMixture  # noqa: E402
+from pyro_srnn.heads import _mixture  # noqa: E402
 
 LOG_STD_MIN = -7.0
 
@@ -48,9 +48,8 @@ def densities(params, x):
             torch.distributions.Normal(loc, log_std.clamp(min=LOG_STD_MIN).exp(), validate_args=False),
             validate_args=False).log_prob(x)
 
-    def normal_mixture():
-        logits, loc, log_std = params.chunk(3, dim=-1)
-        return NormalMixture(logits, loc, log_std.clamp(min=LOG_STD_MIN)).log_prob(x)
+    def normal_mixture():  # exactly the heads' density (a NormalMixture for k ≥ 2)
+        return _mixture(params, LOG_STD_MIN).log_prob(x)
 
     def hand_written():
         return _mixture_log_prob(params, x, LOG_STD_MIN)
@@ -95,6 +94,8 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--out", default=str(HERE / "results" / "bench_mixture.csv"))
     args = p.parse_args(argv)
+    if args.components < 2:
+        p.error("--components must be at least 2 (one component is a plain Normal, no mixture)")
     if args.threads:
         torch.set_num_threads(args.threads)
     frame = pd.DataFrame(run(args.batch, args.T, args.L, args.components, args.reps))

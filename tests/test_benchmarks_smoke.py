@@ -119,3 +119,6 @@ def test_bench_mixture_checks_the_three_densities_agree_and_times_them(tmp_path)
                                 "--out", str(out)])
     assert set(frame.density) == {"torch_msf", "normal_mixture", "hand_written"}
     assert (frame.fwd_bwd_ms > 0).all() and len(pd.read_csv(out)) == 3
+    with pytest.raises(SystemExit):  # one component is no mixture: refused, nothing written
+        bench_mixture.main(["--components", "1", "--out", str(tmp_path / "none.csv")])
+    assert not (tmp_path / "none.csv").exists()
