@@ -10,12 +10,16 @@
 2. **Hier models** on ``bach_chorales`` (``rnn-hier`` and ``srnn-hier``, the study's MIDI
    presets by default, batch 16, chunks of 100 steps) with the low level a masked MLP
    (MADE, one pass for all 88 keys) or an LSTM over the 88 keys (88 sequential steps),
-   everything else equal. *Timing*: median time of one update, and of the low level alone
-   (forward + backward), over ``--steps`` updates after 3 warm-up updates, in this process.
-   *NLL*: each pair trained for ``--nll-steps`` updates with ``pyro-srnn train`` (the
-   study's protocol; runs in parallel subprocesses, reused when finished), test NLL of
-   the best-validation checkpoint. Target (issue #8): MADE ≥ 10× faster per update at a
-   test NLL within ±2 % of the LSTM's.
+   everything else equal. ``--lstm-hidden H ...`` adds LSTM low levels of width ``H``
+   (rows ``lstm-h<H>``: the preset's LSTM is only as wide as its MADE, which may cap its
+   NLL). *Timing*: median time of one update, and of the low level alone (forward +
+   backward), over ``--steps`` updates after 3 warm-up updates, in this process, on
+   ``--device`` (``cuda`` times on the GPU, synchronised). *NLL*: each variant trained for
+   ``--nll-steps`` updates with ``pyro-srnn train`` on the same device (the study's
+   protocol; runs in parallel subprocesses, reused when finished), test NLL of the
+   best-validation checkpoint. Each LSTM row carries MADE's speed-up over it and the
+   relative NLL difference. Target (issue #8): MADE ≥ 10× faster per update at a test
+   NLL within ±2 % of the LSTM's.
 
 Usage::
 
@@ -23,9 +27,10 @@ Usage::
     python benchmarks/bench_scaling.py --part flat --lengths 500 1000
     python benchmarks/bench_scaling.py --part hier --nll-steps 0      # timing only
     python benchmarks/bench_scaling.py --part hier --hier-models rnn-hier --nll-steps 2000
+    python benchmarks/bench_scaling.py --part hier --device cuda --lstm-hidden 256 --jobs 6
 
-Writes ``benchmarks/results/scaling_flat.csv``, ``scaling_hier.csv`` (rows of hier models not
-run this time are kept) and ``scaling.png``.
+Writes ``benchmarks/results/scaling_flat.csv``, ``scaling_hier.csv`` (keyed by model, low
+level and device: rows not run this time are kept) and ``scaling.png``.
 """
 from __future__ import annotations
 
@@ -45,6 +50,14 @@ sys.path.insert(0, str(HERE))
 FLAT_MODELS = ("rnn-flat", "srnn-flat")
 HIER = ("rnn-hier", "srnn-hier")  # both switch their low level with the model argument ``low``
 LOWS = ("made", "lstm")
+
+
+def low_level_variants(lstm_hidden=()) -> dict[str, dict]:
+    """Row label → model arguments: the two forms at the preset's widths, then wider LSTMs."""
+    variants = {low: {"low": low} for low in LOWS}
+    for h in lstm_hidden:
+        variants[f"lstm-h{int(h)}"] = {"low": "lstm", "low_hidden": int(h)}
+    return variants
 
 
 def _rss_mib() -> float:
@@ -105,69 +118,80 @@ def run_flat(lengths, models=FLAT_MODELS, batch=8, threads=None):
     return pd.DataFrame(rows)
 
 
-def hier_timing(name: str, low: str, dataset, size: str, batch: int, steps: int, warmup: int = 3) -> dict:
+def hier_timing(name: str, label: str, model_args: dict, dataset, size: str, batch: int, steps: int,
+                warmup: int = 3, device: str = "cpu") -> dict:
     """Median time of one update (``Trainer.train_step``) and of the low level alone.
 
     The low-level-only time is one forward and backward pass of the within-step model
     (``low_level.distribution(context, x).log_prob(x)``, masked sum) on the update's
     targets and a context of the right size: the part of the update that the two forms
-    compute differently.
+    compute differently. On CUDA every timer reads after a synchronisation.
     """
     import torch
 
+    from bench_step import _sync
     from pyro_srnn.train import TrainConfig, Trainer
 
     with tempfile.TemporaryDirectory() as out:
-        config = TrainConfig(dataset="bach_chorales", model=name, size=size, model_args={"low": low},
-                             steps=warmup + steps, batch_size=batch, progress=False, out=out, seed=0)
+        config = TrainConfig(dataset="bach_chorales", model=name, size=size, model_args=dict(model_args),
+                             steps=warmup + steps, batch_size=batch, progress=False, out=out, seed=0, device=device)
         trainer = Trainer(config, dataset=dataset)
         update, low_only = [], []
         low_level = trainer.model.low_level
         for step in range(warmup + steps):
-            data = trainer.sampler.batch(step)
+            data = trainer.sampler.batch(step).to(trainer.device)
+            _sync(device)
             t0 = time.perf_counter()
             trainer.train_step(data)
+            _sync(device)
             t1 = time.perf_counter()
-            context = torch.randn(*data.targets.shape[:-1], low_level.context_dim, requires_grad=True)
+            context = torch.randn(*data.targets.shape[:-1], low_level.context_dim, device=trainer.device,
+                                  requires_grad=True)
+            _sync(device)
             t2 = time.perf_counter()
             log_p = low_level.distribution(context, data.targets).log_prob(data.targets)
             (log_p * data.mask).sum().backward()
+            _sync(device)
             t3 = time.perf_counter()
             low_level.zero_grad(set_to_none=True)
             if step >= warmup:
                 update.append(t1 - t0)
                 low_only.append(t3 - t2)
         B, T, L = data.targets.shape
-    return {"model": name, "low_level": low, "size": size, "batch": B, "T": T, "L": L, "timed_updates": steps,
-            "update_s": statistics.median(update), "low_level_s": statistics.median(low_only),
+    return {"model": name, "low_level": label, "device": device, "size": size, "batch": B, "T": T, "L": L,
+            "timed_updates": steps, "update_s": statistics.median(update), "low_level_s": statistics.median(low_only),
             "params": sum(p.numel() for p in trainer.params), "threads": torch.get_num_threads()}
 
 
-def _nll_run_dir(runs: Path, name: str, low: str, size: str, steps: int, seed: int) -> Path:
-    return runs / f"{name}-{size}-{low}-{steps}u-seed{seed}"
+def _nll_run_dir(runs: Path, name: str, label: str, size: str, steps: int, seed: int, device: str = "cpu") -> Path:
+    suffix = "" if device == "cpu" else f"-{device.replace(':', '')}"
+    return runs / f"{name}-{size}-{label}-{steps}u-seed{seed}{suffix}"
 
 
-def hier_nll(names, lows, size: str, steps: int, seed: int, runs: Path, jobs: int) -> list[dict]:
-    """Train every (model, low level) for ``steps`` updates with ``pyro-srnn train`` (the study's
+def hier_nll(names, variants: dict, size: str, steps: int, seed: int, runs: Path, jobs: int,
+             device: str = "cpu") -> list[dict]:
+    """Train every (model, low-level variant) for ``steps`` updates with ``pyro-srnn train`` (the study's
     protocol: Adam, cosine decay over the run, clipping, dropout of the preset) and read the
     test NLL of the best-validation checkpoint from the run's ``result.json``.
 
-    Runs go to ``runs/<model>-<size>-<low>-<steps>u-seed<seed>``; a finished run (its
+    Runs go to ``runs/<model>-<size>-<label>-<steps>u-seed<seed>[-cuda]``; a finished run (its
     ``result.json`` exists) is read, not repeated. ``jobs`` runs go at once, the CPU's
-    cores split between them.
+    cores split between them (and the GPU shared, on ``cuda``).
     """
     pending, results = [], {}
     for name in names:
-        for low in lows:
-            out = _nll_run_dir(runs, name, low, size, steps, seed)
+        for label, model_args in variants.items():
+            out = _nll_run_dir(runs, name, label, size, steps, seed, device)
             if (out / "result.json").exists():
-                results[(name, low)] = out
+                results[(name, label)] = out
                 continue
             cmd = [sys.executable, "-m", "pyro_srnn", "train", "--dataset", "bach_chorales", "--model", name,
-                   "--size", size, "--model-arg", f"low={json.dumps(low)}", "--steps", str(steps),
-                   "--valid-every", str(max(steps // 4, 1)), "--seed", str(seed), "--out", str(out),
-                   "--no-progress", "--eval-split", "test"]
-            pending.append(((name, low), out, cmd))
+                   "--size", size, "--steps", str(steps), "--valid-every", str(max(steps // 4, 1)),
+                   "--seed", str(seed), "--out", str(out), "--no-progress", "--eval-split", "test",
+                   "--device", device]
+            for key, value in model_args.items():
+                cmd += ["--model-arg", f"{key}={json.dumps(value)}"]
+            pending.append(((name, label), out, cmd))
     threads = str(max(1, (os.cpu_count() or 1) // max(jobs, 1)))
     env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
     running = []
@@ -188,48 +212,49 @@ def hier_nll(names, lows, size: str, steps: int, seed: int, runs: Path, jobs: in
                     raise RuntimeError(f"{' '.join(map(str, key))}: training failed, see {out / 'train.log'}")
                 results[key] = out
     rows = []
-    for (name, low), out in results.items():
+    for (name, label), out in results.items():
         summary = json.loads((out / "result.json").read_text())
-        rows.append({"model": name, "low_level": low, "nll_updates": steps, "valid_nll_best": summary["best_valid"],
+        rows.append({"model": name, "low_level": label, "device": device, "nll_updates": steps, "valid_nll_best": summary["best_valid"],
                      "test_nll": summary["value"], "run": str(out)})
     return rows
 
 
 def run_hier(steps: int, models=tuple(HIER), size="study", batch=16, nll_steps: int = 0, seed: int = 0,
-             runs: Path = Path("runs/bench_hier"), jobs: int = 2):
+             runs: Path = Path("runs/bench_hier"), jobs: int = 2, device: str = "cpu", lstm_hidden=()):
+    """Timing (and NLL) rows, one per (model, low-level variant), each LSTM row compared with MADE:
+    ``update_speedup`` / ``low_level_speedup`` (its time over MADE's), ``test_nll_rel_diff``
+    ((MADE − LSTM) / |LSTM|) and ``target_met`` (NaN on the MADE rows)."""
     import pandas as pd
 
     from bench_step import machine_info
     from pyro_srnn.data import load_dataset
 
     dataset = load_dataset("bach_chorales")
+    variants = low_level_variants(lstm_hidden)
     rows = []
     for name in models:
-        for low in LOWS:
-            rows.append(hier_timing(name, low, dataset, size, batch, steps))
-            rows[-1].update({k: v for k, v in machine_info().items() if k not in ("threads", "device")})
+        for label, model_args in variants.items():
+            rows.append(hier_timing(name, label, model_args, dataset, size, batch, steps, device=device))
+            rows[-1].update({k: v for k, v in machine_info(device).items() if k not in ("threads", "device")})
             print(rows[-1], flush=True)
     frame = pd.DataFrame(rows)
     if nll_steps:
-        nll = pd.DataFrame(hier_nll(models, LOWS, size, nll_steps, seed, runs, jobs))
-        frame = frame.merge(nll, on=["model", "low_level"], how="left")
-    out = []
-    for name in models:
-        sub = frame[frame.model == name].set_index("low_level")
-        row = {"model": name,
-               "update_speedup": sub.loc["lstm", "update_s"] / sub.loc["made", "update_s"],
-               "low_level_speedup": sub.loc["lstm", "low_level_s"] / sub.loc["made", "low_level_s"]}
-        if "test_nll" in sub:
-            row["test_nll_rel_diff"] = ((sub.loc["made", "test_nll"] - sub.loc["lstm", "test_nll"])
-                                        / abs(sub.loc["lstm", "test_nll"]))
-        out.append(row)
-    summary = pd.DataFrame(out)
-    summary["target_met"] = summary.update_speedup >= 10
-    if "test_nll_rel_diff" in summary:
-        summary["target_met"] &= summary.test_nll_rel_diff.abs() <= 0.02
+        nll = pd.DataFrame(hier_nll(models, variants, size, nll_steps, seed, runs, jobs, device))
+        frame = frame.merge(nll, on=["model", "low_level", "device"], how="left")
+    made = frame[frame.low_level == "made"].set_index("model")
+    lstm = frame.low_level != "made"
+    frame["update_speedup"] = frame.update_s / frame.model.map(made.update_s)
+    frame["low_level_speedup"] = frame.low_level_s / frame.model.map(made.low_level_s)
+    frame["target_met"] = (frame.update_speedup >= 10).astype(object)
+    if "test_nll" in frame:
+        frame["test_nll_rel_diff"] = (frame.model.map(made.test_nll) - frame.test_nll) / frame.test_nll.abs()
+        frame["target_met"] = (frame.update_speedup >= 10) & (frame.test_nll_rel_diff.abs() <= 0.02)
     else:
-        summary["target_met"] = float("nan")  # NLL not compared (--nll-steps 0)
-    return frame.merge(summary, on="model", how="left")
+        frame["target_met"] = float("nan")  # NLL not compared (--nll-steps 0)
+    for col in ("update_speedup", "low_level_speedup", "target_met", "test_nll_rel_diff"):
+        if col in frame:
+            frame[col] = frame[col].where(lstm)
+    return frame
 
 
 def plot(flat, hier, path):
@@ -248,12 +273,16 @@ def plot(flat, hier, path):
         axes[0].legend()
         axes[1].legend()
     if hier is not None and len(hier) and "update_s" in hier:
-        labels = [f"{m}\n{low}" for m, low in zip(hier.model, hier.low_level)]
+        devices = hier["device"].fillna("cpu") if "device" in hier else ["cpu"] * len(hier)
+        labels = [f"{m}\n{low}" + ("" if dev == "cpu" else f"\n{dev}")
+                  for m, low, dev in zip(hier.model, hier.low_level, devices)]
         x = range(len(labels))
         axes[2].bar([i - 0.2 for i in x], hier.update_s, width=0.4, label="whole update")
         axes[2].bar([i + 0.2 for i in x], hier.low_level_s, width=0.4, label="low level alone (fwd+bwd)")
         axes[2].set_xticks(list(x), labels)
         axes[2].set(ylabel="s", title="hier: MADE vs LSTM low level (bach_chorales)")
+        if len(set(devices)) > 1:
+            axes[2].set_yscale("log")  # CPU and GPU times differ by orders of magnitude
         if "test_nll" in hier:
             for i, v in enumerate(hier.test_nll):
                 if v == v:  # not NaN
@@ -278,6 +307,9 @@ def main(argv=None):
     p.add_argument("--jobs", type=int, default=2, help="NLL runs at once (cores are split between them)")
     p.add_argument("--runs", default="runs/bench_hier", help="where the NLL runs go (finished runs are reused)")
     p.add_argument("--hier-models", nargs="*", default=list(HIER), choices=list(HIER))
+    p.add_argument("--lstm-hidden", nargs="*", type=int, default=[],
+                   help="extra LSTM low levels of these widths (rows lstm-h<H>)")
+    p.add_argument("--device", default="cpu", help="hier part: cpu or cuda (the flat part measures CPU memory)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--out", default=str(HERE / "results"))
     args = p.parse_args(argv)
@@ -296,10 +328,11 @@ def main(argv=None):
         flat = pd.read_csv(out / "scaling_flat.csv")
     if args.part in ("hier", "both"):
         hier = run_hier(args.steps, models=tuple(args.hier_models), size=args.size, nll_steps=args.nll_steps,
-                        runs=Path(args.runs), jobs=args.jobs)
+                        runs=Path(args.runs), jobs=args.jobs, device=args.device, lstm_hidden=args.lstm_hidden)
         from bench_step import save_merged
 
-        hier = save_merged(hier, out / "scaling_hier.csv", ["model", "low_level"])  # other hier models stay
+        # rows of other models, variants and devices stay
+        hier = save_merged(hier, out / "scaling_hier.csv", ["model", "low_level", "device"])
         print(hier.to_string(index=False))
     elif (out / "scaling_hier.csv").exists():
         hier = pd.read_csv(out / "scaling_hier.csv")

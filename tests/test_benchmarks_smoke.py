@@ -1,6 +1,7 @@
 """The step benchmark's harness runs and checks itself (correctness only; speed is never asserted)."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -60,18 +61,45 @@ def test_missing_hand_written_loss_is_reported_not_skipped(monkeypatch):
 
 
 def test_hier_timing_runs_both_low_levels_of_both_hier_models():
-    """bench_scaling's hier part times both low-level forms of rnn-hier and srnn-hier (tiny, 1 update)."""
+    """bench_scaling's hier part times both low-level forms of rnn-hier and srnn-hier, plus a wider
+    LSTM variant (tiny, 1 update); each LSTM row carries MADE's speed-up over it."""
     import bench_scaling
 
-    frame = bench_scaling.run_hier(steps=1, size="tiny", nll_steps=0)
-    assert set(zip(frame.model, frame.low_level)) == {(m, low) for m in bench_scaling.HIER
-                                                      for low in bench_scaling.LOWS}
+    frame = bench_scaling.run_hier(steps=1, size="tiny", nll_steps=0, lstm_hidden=[12])
+    labels = (*bench_scaling.LOWS, "lstm-h12")
+    assert set(zip(frame.model, frame.low_level)) == {(m, low) for m in bench_scaling.HIER for low in labels}
     assert (frame.update_s > 0).all() and (frame.low_level_s > 0).all()
     assert (frame.low_level_s < frame.update_s * 10).all()  # the low level alone is part of an update
-    assert (frame.L == 88).all()
+    assert (frame.L == 88).all() and (frame.device == "cpu").all()
     for name, sub in frame.groupby("model"):
-        made, lstm = sub.set_index("low_level").loc["made"], sub.set_index("low_level").loc["lstm"]
-        assert made.update_speedup == pytest.approx(lstm.update_s / made.update_s)
+        sub = sub.set_index("low_level")
+        made, lstm, wide = sub.loc["made"], sub.loc["lstm"], sub.loc["lstm-h12"]
+        assert lstm.update_speedup == pytest.approx(lstm.update_s / made.update_s)
+        assert wide.low_level_speedup == pytest.approx(wide.low_level_s / made.low_level_s)
+        assert made.update_speedup != made.update_speedup  # NaN: MADE is the reference
+        assert wide.params > lstm.params  # the variant really is wider
+
+
+def test_hier_nll_runs_each_variant_with_its_model_args(tmp_path):
+    """The NLL comparison trains every variant through the CLI with its model arguments and reads
+    the test NLL back; a finished run is reused."""
+    import bench_scaling
+    from pyro_srnn.checkpoint import load_checkpoint
+
+    variants = bench_scaling.low_level_variants([12])
+    rows = bench_scaling.hier_nll(["rnn-hier"], variants, "tiny", 2, 0, tmp_path, jobs=2)
+    assert {r["low_level"] for r in rows} == set(variants)
+    for row in rows:
+        assert row["test_nll"] > 0 and row["device"] == "cpu"
+        config = json.loads((Path(row["run"]) / "result.json").read_text())
+        assert row["test_nll"] == config["value"]
+    wide = next(Path(r["run"]) for r in rows if r["low_level"] == "lstm-h12")
+    assert wide.name == "rnn-hier-tiny-lstm-h12-2u-seed0"
+    hparams = load_checkpoint(wide / "best.pt")["model_config"]["hparams"]
+    assert (hparams["low"], hparams["low_hidden"]) == ("lstm", 12)
+    mtime = (wide / "result.json").stat().st_mtime
+    bench_scaling.hier_nll(["rnn-hier"], variants, "tiny", 2, 0, tmp_path, jobs=2)
+    assert (wide / "result.json").stat().st_mtime == mtime
 
 
 @pytest.mark.parametrize("config_name", ["midi", "speech"])

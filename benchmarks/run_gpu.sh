@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Every GPU check of issue #8 in one go, on a machine with one CUDA device (about 8 minutes on an H200):
+#
+#   1. the CUDA tests (tests/test_cuda.py, the CUDA cases of tests/test_latent_models.py), while
+#   2. the hier NLL runs train on the GPU (rnn-hier and srnn-hier, MADE against LSTM low levels of
+#      the preset's width and of widths $LSTM_HIDDEN, $NLL_STEPS updates each, in parallel);
+#   then, with the GPU otherwise idle (these are timings):
+#   3. hier timing, MADE against each LSTM (bench_scaling.py --part hier --device cuda);
+#   4. one timed full-size step of every model (bench_fullsize.py --devices $DEVICE);
+#   5. Pyro's step against the hand-written torch step at the MIDI config (bench_step.py --device cuda).
+#
+# Usage:  bash benchmarks/run_gpu.sh [LOGDIR]      (default runs/gpu; CSVs go to benchmarks/results/)
+# Each part has its own time limit and runs even when an earlier one failed; the summary at the
+# end says which failed. DEVICE=cpu HIER_SIZE=tiny NLL_STEPS=2 ... tries the script's plumbing
+# without a GPU.
+set -u
+cd "$(dirname "$0")/.."
+LOG=${1:-runs/gpu}
+PY=${PYTHON:-python3}
+DEVICE=${DEVICE:-cuda}
+HIER_SIZE=${HIER_SIZE:-study}
+LSTM_HIDDEN=${LSTM_HIDDEN:-256 512}
+NLL_STEPS=${NLL_STEPS:-2000}
+NLL_TIMEOUT=${NLL_TIMEOUT:-200}
+RUNS=${RUNS:-runs/bench_hier}
+MODELS=${MODELS:-}  # fullsize and step benchmarks: every model unless named
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+mkdir -p "$LOG"
+status=()
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$LOG/gpu.txt"
+$PY -c "import torch, pyro; print('torch', torch.__version__, 'pyro', pyro.__version__, torch.cuda.is_available())"
+
+# 2. NLL runs in their own process group (killed as a whole at the deadline)
+setsid $PY -c "
+import sys; sys.path.insert(0, 'benchmarks')
+from pathlib import Path
+import bench_scaling as b
+b.hier_nll(list(b.HIER), b.low_level_variants([int(h) for h in '$LSTM_HIDDEN'.split()]), '$HIER_SIZE', $NLL_STEPS, 0,
+           Path('$RUNS'), jobs=8, device='$DEVICE')
+" >"$LOG/nll.log" 2>&1 &
+nll_pid=$!
+
+# 1. CUDA tests
+timeout 200 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_latent_models.py -k "cuda" \
+    2>&1 | tee "$LOG/pytest.log"
+status+=("cuda tests: rc=${PIPESTATUS[0]}")
+
+deadline=$((SECONDS + NLL_TIMEOUT))
+while kill -0 "$nll_pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 2; done
+if kill -0 "$nll_pid" 2>/dev/null; then
+    kill -- -"$nll_pid" 2>/dev/null; sleep 2; kill -9 -- -"$nll_pid" 2>/dev/null
+    status+=("hier NLL runs: stopped at ${NLL_TIMEOUT}s")
+else
+    wait "$nll_pid"; status+=("hier NLL runs: rc=$?")
+fi
+runs_glob="$RUNS/*-$HIER_SIZE-*u-seed0-$DEVICE"; [ "$DEVICE" = cpu ] && runs_glob="$RUNS/*-$HIER_SIZE-*u-seed0"
+done_runs=$(ls $runs_glob/result.json 2>/dev/null | wc -l)
+expected=$((2 * (2 + $(echo $LSTM_HIDDEN | wc -w))))
+nll_steps=0; [ "$done_runs" -eq "$expected" ] && nll_steps=$NLL_STEPS  # else timing only, no relaunch
+
+# 3.-5. timings
+timeout 100 $PY benchmarks/bench_scaling.py --part hier --device $DEVICE --size $HIER_SIZE \
+    --lstm-hidden $LSTM_HIDDEN --nll-steps $nll_steps --runs "$RUNS" --jobs 8 --steps 20 2>&1 | tee "$LOG/hier.log"
+status+=("hier timing (NLL from $done_runs/$expected runs): rc=${PIPESTATUS[0]}")
+timeout 100 $PY benchmarks/bench_step.py --device $DEVICE --configs midi ${MODELS:+--models $MODELS} \
+    --out benchmarks/results/bench_step_$DEVICE.csv 2>&1 | tee "$LOG/step.log"
+status+=("bench_step midi: rc=${PIPESTATUS[0]}")
+
+timeout 130 $PY benchmarks/bench_fullsize.py --devices $DEVICE --reps 3 ${MODELS:+--models $MODELS} 2>&1 | tee "$LOG/fullsize.log"
+status+=("bench_fullsize: rc=${PIPESTATUS[0]}")
+
+tar czf "$LOG/runs.tgz" --exclude='*.pt' $runs_glob 2>/dev/null
+printf '%s\n' "${status[@]}" | tee "$LOG/summary.txt"
