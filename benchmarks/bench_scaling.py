@@ -258,12 +258,14 @@ def run_hier(steps: int, models=tuple(HIER), size="study", batch=16, nll_steps: 
 
 
 def plot(flat, hier, path):
+    """Flat time and memory against N; hier update times per device (bars, log scale); and, where
+    NLL rows exist, test NLL against time per update, one line per (model, device)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    fig, axes = plt.subplots(1, 4, figsize=(19, 4.5))
     if flat is not None and len(flat) and "step_s" in flat:
         for name, sub in flat[flat.status == "ok"].groupby("model"):
             axes[0].plot(sub.N, sub.step_s, "o-", label=name)
@@ -273,22 +275,25 @@ def plot(flat, hier, path):
         axes[0].legend()
         axes[1].legend()
     if hier is not None and len(hier) and "update_s" in hier:
-        devices = hier["device"].fillna("cpu") if "device" in hier else ["cpu"] * len(hier)
-        labels = [f"{m}\n{low}" + ("" if dev == "cpu" else f"\n{dev}")
-                  for m, low, dev in zip(hier.model, hier.low_level, devices)]
+        hier = hier.assign(device=hier["device"].fillna("cpu") if "device" in hier else "cpu")
+        labels = [f"{m}\n{low}\n{dev}" for m, low, dev in zip(hier.model, hier.low_level, hier.device)]
         x = range(len(labels))
         axes[2].bar([i - 0.2 for i in x], hier.update_s, width=0.4, label="whole update")
         axes[2].bar([i + 0.2 for i in x], hier.low_level_s, width=0.4, label="low level alone (fwd+bwd)")
-        axes[2].set_xticks(list(x), labels)
-        axes[2].set(ylabel="s", title="hier: MADE vs LSTM low level (bach_chorales)")
-        if len(set(devices)) > 1:
-            axes[2].set_yscale("log")  # CPU and GPU times differ by orders of magnitude
+        axes[2].set_xticks(list(x), labels, fontsize=6)
+        axes[2].set_yscale("log")  # CPU and GPU times differ by orders of magnitude
+        axes[2].set(ylabel="s", title="hier: time per update (bach_chorales)")
+        axes[2].legend(fontsize=8)
         if "test_nll" in hier:
-            for i, v in enumerate(hier.test_nll):
-                if v == v:  # not NaN
-                    axes[2].annotate(f"test NLL {v:.2f}", (i, hier.update_s.iloc[i]), ha="center", va="bottom",
-                                     fontsize=8)
-        axes[2].legend()
+            for (name, dev), sub in hier[hier.test_nll.notna()].groupby(["model", "device"]):
+                sub = sub.sort_values("update_s")
+                axes[3].plot(1e3 * sub.update_s, sub.test_nll, "o-", label=f"{name} ({dev})")
+                for t, v, low in zip(sub.update_s, sub.test_nll, sub.low_level):
+                    axes[3].annotate(low, (1e3 * t, v), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            axes[3].set_xscale("log")
+            axes[3].set(xlabel="time per update (ms)", ylabel="test NLL after the same updates (nats/step)",
+                        title="hier: NLL against cost of the low level")
+            axes[3].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -150,3 +150,22 @@ def test_bench_mixture_checks_the_three_densities_agree_and_times_them(tmp_path)
     with pytest.raises(SystemExit):  # one component is no mixture: refused, nothing written
         bench_mixture.main(["--components", "1", "--out", str(tmp_path / "none.csv")])
     assert not (tmp_path / "none.csv").exists()
+
+
+def test_scaling_main_writes_hier_rows_by_device_and_the_plot(tmp_path):
+    """The hier part of bench_scaling's command line writes its CSV (keyed by model, low level and
+    device: a re-run replaces its own rows only) and the plot, with and without NLL rows."""
+    import bench_scaling
+
+    (tmp_path / "scaling_hier.csv").write_text(
+        "model,low_level,device,update_s,low_level_s,test_nll\nrnn-hier,made,cuda,0.01,0.002,5.0\n")
+    bench_scaling.main(["--part", "hier", "--size", "tiny", "--nll-steps", "0", "--steps", "1",
+                        "--hier-models", "rnn-hier", "--lstm-hidden", "12", "--out", str(tmp_path)])
+    saved = pd.read_csv(tmp_path / "scaling_hier.csv")
+    assert set(zip(saved.low_level, saved.device)) == {("made", "cuda"), ("made", "cpu"), ("lstm", "cpu"),
+                                                       ("lstm-h12", "cpu")}
+    assert (tmp_path / "scaling.png").stat().st_size > 0
+    (tmp_path / "scaling.png").unlink()
+    bench_scaling.plot(None, pd.read_csv(Path(bench_scaling.HERE) / "results" / "scaling_hier.csv"),
+                       tmp_path / "scaling.png")  # the committed rows, NLL included
+    assert (tmp_path / "scaling.png").stat().st_size > 0
