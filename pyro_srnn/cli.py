@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--valid-max-batches", type=int, default=None)
     t.add_argument("--device", default="cpu", help="cpu or cuda")
     t.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    t.add_argument("--no-pyro-validation", action="store_true",
+                   help="skip Pyro's per-site NaN/inf and shape checks (each is a host-device sync on a GPU); "
+                        "the loss and gradients are still checked for non-finite values")
     t.add_argument("--out", default=None, help="run directory (default runs/<dataset>-<model>)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/latest.pt")
     t.add_argument("--stop-at", type=int, default=None, help="stop after this update (resume later)")
@@ -103,7 +106,8 @@ def _resumed_config(path: Path, given, steps: int | None):
     from .train import TrainConfig
 
     saved = dict(load_checkpoint(path)["train_config"])
-    saved.update(out=given.out, stop_at=given.stop_at, progress=given.progress, device=given.device)
+    saved.update(out=given.out, stop_at=given.stop_at, progress=given.progress, device=given.device,
+                 pyro_validation=given.pyro_validation)
     if steps is not None:
         saved["steps"] = steps
     return TrainConfig(**saved)
@@ -142,7 +146,7 @@ def cmd_train(args) -> int:
         anneal_start=args.anneal_start, anneal_increment=args.anneal_increment, valid_every=args.valid_every,
         valid_max_batches=args.valid_max_batches, seed=args.seed, device=args.device, out=out,
         data_dir=args.data_dir, stream=args.stream, stop_at=args.stop_at, progress=not args.no_progress,
-        precision=args.precision,
+        precision=args.precision, pyro_validation=not args.no_pyro_validation,
     )
     if args.resume:  # continue the saved run: its own configuration, except what is about this process
         config = _resumed_config(Path(out, "latest.pt"), config, steps=args.steps)

@@ -80,6 +80,10 @@ class TrainConfig:
     log_every: int = 10
     progress: bool = True
     precision: str = "fp32"
+    # Pyro's validation (per-site NaN/inf checks of log-densities, forward and backward, and shape
+    # checks) during training and validation passes. Each check reads a tensor back to the host: on
+    # a GPU a synchronisation. Off, the trainer's own finiteness check of loss and gradients stays.
+    pyro_validation: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -204,7 +208,8 @@ class Trainer:
         self.model.train()
         self.guide.train()
         kl_scale = self.kl_schedule(self.step)
-        loss = self.loss_fn(batch, kl_scale=kl_scale)
+        with pyro.validation_enabled(self.config.pyro_validation):  # its backward hooks are made here
+            loss = self.loss_fn(batch, kl_scale=kl_scale)
         num_values, num_steps = batch.num_scored_values, batch.num_scored_steps
         loss_value = float(loss.detach())
         recon = self.elbo.last_recon
@@ -238,9 +243,10 @@ class Trainer:
 
     def validate(self) -> float:
         cfg = self.config
-        result = evaluate_chunks(self.model, self.guide, self.valid_chunks, self.dataset.spec,
-                                 estimator=cfg.estimator, batch_size=cfg.eval_batch_size,
-                                 device=self.device, max_batches=cfg.valid_max_batches, seed=cfg.seed)
+        with pyro.validation_enabled(cfg.pyro_validation):
+            result = evaluate_chunks(self.model, self.guide, self.valid_chunks, self.dataset.spec,
+                                     estimator=cfg.estimator, batch_size=cfg.eval_batch_size,
+                                     device=self.device, max_batches=cfg.valid_max_batches, seed=cfg.seed)
         return result["value"]
 
     def fit(self) -> dict:

@@ -149,3 +149,39 @@ def test_empty_training_split_is_refused(tmp_path):
     data.train = []
     with pytest.raises(ValueError, match="empty training split"):
         Trainer(tiny_config(tmp_path), dataset=data)
+
+
+@pytest.mark.parametrize("model", ["f-rnn", "f-srnn"])
+def test_pyro_validation_off_trains_identically_without_pyro_checks(tmp_path, model, monkeypatch):
+    """``pyro_validation=False`` (``--no-pyro-validation``) only removes Pyro's checks: the same
+    parameters after the same updates, no per-site NaN/inf check run (Trace_ELBO's one check of
+    the loss is unconditional), and the global switch is left as it was."""
+    import pyro.poutine.trace_struct as trace_struct
+    import pyro.util
+
+    calls = []
+    for name in ("warn_if_nan", "warn_if_inf"):
+        original = getattr(trace_struct, name)
+        monkeypatch.setattr(trace_struct, name, lambda *a, _f=original, **k: (calls.append(1), _f(*a, **k))[1])
+    data = make_dataset()
+    checked = Trainer(tiny_config(tmp_path / "on", model=model), dataset=data)
+    checked.fit()
+    assert calls  # Pyro's checks ran with validation on
+    calls.clear()
+    unchecked = Trainer(tiny_config(tmp_path / "off", model=model, pyro_validation=False), dataset=data)
+    unchecked.fit()
+    assert not calls
+    assert trace_struct.is_validation_enabled()  # restored after every step
+    a, b = params_of(checked), params_of(unchecked)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_non_finite_loss_is_caught_without_pyro_validation(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, pyro_validation=False), dataset=make_dataset())
+    with torch.no_grad():
+        next(trainer.model.parameters()).fill_(float("nan"))
+    # Trace_ELBO reports a NaN loss even with validation off: expected here
+    with pytest.raises(TrainingDiverged, match="non-finite loss at step 1"), \
+            pytest.warns(UserWarning, match="Encountered NaN: loss"):
+        trainer.fit()
