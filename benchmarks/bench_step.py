@@ -109,6 +109,7 @@ def machine_info(device: str = "cpu") -> dict:
         "pyro": pyro.__version__,
         "python": platform.python_version(),
         "device": device,
+        "pyro_validation": pyro.poutine.util.is_validation_enabled(),
         "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "timestamp": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
@@ -231,7 +232,7 @@ def check_losses_agree(model, guide, elbo_module, torch_loss, batch, kl_scale, s
 
 def bench_model(name: str, config_name: str, config: dict, *, size: str, reps: int, warmup: int,
                 estimator: str = "trace", device: str = "cpu", seed: int = 0, quick: bool = False,
-                min_time: float = 0.0, max_reps: int = 200) -> dict:
+                min_time: float = 0.0, max_reps: int = 200, with_unvalidated: bool = False) -> dict:
     if name.endswith("-flat"):
         config = dict(config, T=config["quick_flat_T" if quick else "flat_T"])
     spec = make_spec(config)
@@ -259,14 +260,21 @@ def bench_model(name: str, config_name: str, config: dict, *, size: str, reps: i
         "pyro": StepRunner(model, guide, lambda b, s: elbo_module(b, kl_scale=s), params),
         "torch": StepRunner(model, guide, lambda b, s: torch_loss(model, guide, b, s), params),
     }
-    times = {"pyro": [], "torch": []}
+    if with_unvalidated:  # a third path: the Pyro step with Pyro's validation off, as --no-pyro-validation
+        def unvalidated(b, s):
+            with pyro.validation_enabled(False):
+                return elbo_module(b, kl_scale=s)
+
+        runners["pyro_noval"] = StepRunner(model, guide, unvalidated, params)
+    times = {name: [] for name in runners}
     model.train()
     guide.train()
     i = 0
     # at least `reps` timed pairs, and more until each path has run `min_time` seconds: fast
     # steps (tens of ms) get enough pairs that a few slow outliers do not move the median
     while i < warmup + reps or sum(times["pyro"]) < min_time or sum(times["torch"]) < min_time:
-        order = ("pyro", "torch") if i % 2 == 0 else ("torch", "pyro")
+        names = list(runners)
+        order = names[i % len(names):] + names[:i % len(names)]  # each path first in turn
         for which in order:
             _sync(device)
             t0 = time.perf_counter()
@@ -280,6 +288,9 @@ def bench_model(name: str, config_name: str, config: dict, *, size: str, reps: i
     row["pyro_ms"] = 1e3 * statistics.median(times["pyro"])
     row["torch_ms"] = 1e3 * statistics.median(times["torch"])
     row["ratio"] = row["pyro_ms"] / row["torch_ms"]
+    if with_unvalidated:
+        row["pyro_noval_ms"] = 1e3 * statistics.median(times["pyro_noval"])
+        row["ratio_noval"] = row["pyro_noval_ms"] / row["torch_ms"]
     # the same comparison pair by pair (the two steps of a pair ran back to back, so a change
     # of machine load between pairs cancels): median and inter-quartile range of pyro/torch
     paired = sorted(a / b for a, b in zip(times["pyro"], times["torch"]))
@@ -292,7 +303,7 @@ def bench_model(name: str, config_name: str, config: dict, *, size: str, reps: i
 
 
 def run(models=None, configs=None, *, quick=False, size=None, reps=None, warmup=None, estimator="trace",
-        device="cpu", out=None, verbose=True, min_time=None):
+        device="cpu", out=None, verbose=True, min_time=None, with_unvalidated=False):
     """Benchmark ``models`` × ``configs``; returns a pandas DataFrame (also written to CSV when ``out``)."""
     import pandas as pd
 
@@ -314,7 +325,8 @@ def run(models=None, configs=None, *, quick=False, size=None, reps=None, warmup=
             t0 = time.perf_counter()
             try:
                 row = bench_model(name, config_name, config, size=sz, reps=reps, warmup=warmup,
-                                  estimator=estimator, device=device, quick=quick, min_time=min_time)
+                                  estimator=estimator, device=device, quick=quick, min_time=min_time,
+                                  with_unvalidated=with_unvalidated)
             except AssertionError:
                 raise
             except Exception as e:  # a model that cannot be built at this config is reported, not hidden
@@ -323,11 +335,13 @@ def run(models=None, configs=None, *, quick=False, size=None, reps=None, warmup=
             row.update(info)
             rows.append(row)
             if verbose:
-                shown = {k: row.get(k) for k in ("model", "guide", "config", "pyro_ms", "torch_ms", "ratio", "status")}
+                shown = {k: row.get(k) for k in ("model", "guide", "config", "pyro_ms", "torch_ms", "ratio",
+                                                 "pyro_noval_ms", "status") if k in row}
                 print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()),
                       flush=True)
     frame = pd.DataFrame(rows)
-    lead = ["model", "guide", "config", "size", "pyro_ms", "torch_ms", "ratio", "target", "over_target",
+    lead = ["model", "guide", "config", "size", "pyro_ms", "torch_ms", "ratio", "pyro_noval_ms", "ratio_noval",
+            "target", "over_target",
             "paired_ratio", "paired_ratio_q1", "paired_ratio_q3", "status", "sequential_latent", "params",
             "batch", "T", "L", "estimator", "reps", "loss_pyro", "loss_torch", "bench_s"]
     frame = frame[[c for c in lead if c in frame] + [c for c in frame if c not in lead]]
@@ -354,16 +368,24 @@ def main(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--out", default=None, help="CSV path (default benchmarks/results/bench_step[_quick].csv)")
+    p.add_argument("--no-pyro-validation", action="store_true",
+                   help="time the Pyro path as `pyro-srnn train --no-pyro-validation` runs it (no per-site checks)")
+    p.add_argument("--with-unvalidated", action="store_true",
+                   help="also time the Pyro step with Pyro's validation off, interleaved with the other two "
+                        "(columns pyro_noval_ms, ratio_noval)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     out = args.out or HERE / "results" / ("bench_step_quick.csv" if args.quick else "bench_step.csv")
-    frame = run(args.models, args.configs, quick=args.quick, size=args.size, reps=args.reps, warmup=args.warmup,
-                estimator=args.estimator, device=args.device, out=out, min_time=args.min_time)
+    with pyro.validation_enabled(not args.no_pyro_validation):
+        frame = run(args.models, args.configs, quick=args.quick, size=args.size, reps=args.reps, warmup=args.warmup,
+                    estimator=args.estimator, device=args.device, out=out, min_time=args.min_time,
+                    with_unvalidated=args.with_unvalidated)
     import pandas as pd
 
     with pd.option_context("display.width", 200, "display.max_columns", 20):
-        cols = [c for c in ("model", "guide", "config", "size", "pyro_ms", "torch_ms", "ratio", "paired_ratio",
+        cols = [c for c in ("model", "guide", "config", "size", "pyro_ms", "torch_ms", "ratio", "pyro_noval_ms",
+                            "ratio_noval", "paired_ratio",
                             "target", "over_target", "reps", "status") if c in frame]
         print(frame[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     info = machine_info(args.device)

@@ -31,6 +31,24 @@ def test_bench_step_runs_two_repetitions_of_a_tiny_model(tmp_path):
         assert column in saved.columns
 
 
+def test_unvalidated_pyro_path_is_timed_beside_the_others(monkeypatch):
+    """``--with-unvalidated`` adds the Pyro step with validation off as a third interleaved path; it
+    really runs without Pyro's per-site checks, and the validated path still has them."""
+    import pyro.poutine.trace_struct as trace_struct
+
+    states = []
+    original = trace_struct.Trace.compute_log_prob
+    monkeypatch.setattr(trace_struct.Trace, "compute_log_prob",
+                        lambda self, *a, **k: (states.append(trace_struct.is_validation_enabled()),
+                                               original(self, *a, **k))[1])
+    frame = bench_step.run(["f-srnn"], ["midi"], size="tiny", reps=2, warmup=0, verbose=False,
+                           with_unvalidated=True)
+    row = frame.iloc[0]
+    assert row["status"] == "ok" and row["pyro_noval_ms"] > 0
+    assert row["ratio_noval"] == pytest.approx(row["pyro_noval_ms"] / row["torch_ms"])
+    assert True in states and False in states
+
+
 def test_min_time_adds_repetitions_to_fast_steps():
     frame = bench_step.run(["f-rnn"], ["midi"], size="tiny", reps=2, warmup=0, verbose=False, min_time=0.2)
     row = frame.iloc[0]
