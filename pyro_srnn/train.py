@@ -271,13 +271,14 @@ class Trainer:
                 stats = self.train_step(batch)
                 running.append(stats)
                 bar.update(1)
-                if self.step % cfg.log_every == 0 or self.step == end:
+                # a validation step is also a logged step, so --valid-every is honoured whatever log_every is
+                validate_now = self.step % cfg.valid_every == 0 or self.step == cfg.steps
+                if self.step % cfg.log_every == 0 or self.step == end or validate_now:
                     row = {k: float(np.mean([r[k] for r in running])) for k in running[0]}
                     row["step"] = self.step
                     running = []
                     bar.set_postfix(loss=f"{row['loss_per_value']:.4f}", kl=f"{row['kl_per_step']:.3f}",
                                     lr=f"{row['lr']:.2e}")
-                    validate_now = self.step % cfg.valid_every == 0 or self.step == cfg.steps
                     if validate_now:
                         row["valid"] = self.validate()
                         if row["valid"] < self.best_valid:

@@ -185,3 +185,13 @@ def test_non_finite_loss_is_caught_without_pyro_validation(tmp_path):
     with pytest.raises(TrainingDiverged, match="non-finite loss at step 1"), \
             pytest.warns(UserWarning, match="Encountered NaN: loss"):
         trainer.fit()
+
+
+def test_validation_cadence_does_not_depend_on_the_logging_cadence(tmp_path):
+    """--valid-every 3 validates at 3, 6 and the last step even when metrics are logged every 2 updates."""
+    import pandas as pd
+
+    Trainer(tiny_config(tmp_path, valid_every=3, log_every=2), dataset=make_dataset()).fit()
+    frame = pd.read_csv(tmp_path / "metrics.csv")
+    assert list(frame.loc[frame["valid"].notna(), "step"]) == [3, 6, 8]
+    assert list(frame["step"]) == [2, 3, 4, 6, 8]  # logged steps: every 2nd, plus validation steps
