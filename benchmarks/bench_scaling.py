@@ -219,6 +219,69 @@ def hier_nll(names, variants: dict, size: str, steps: int, seed: int, runs: Path
     return rows
 
 
+def validation_curve(run: Path):
+    """The validation metric of a run against its update count (a pandas Series)."""
+    import pandas as pd
+
+    metrics = pd.read_csv(Path(run) / "metrics.csv")
+    metrics = metrics[metrics["valid"].notna()]
+    return pd.Series(metrics["valid"].to_numpy(), index=metrics["step"].to_numpy())
+
+
+def made_curve_run(name: str, size: str, steps: int, updates: int, every: int, seed: int, runs: Path,
+                   device: str = "cpu") -> Path:
+    """The first ``updates`` updates of the MADE NLL run (same ``steps``-long schedule and seed), validated
+    every ``every`` updates: when MADE reaches a given NLL, to ``every`` updates. Reused when done."""
+    suffix = "" if device == "cpu" else f"-{device.replace(':', '')}"
+    out = runs / f"{name}-{size}-made-{steps}u-first{updates}-valid{every}-seed{seed}{suffix}"
+    if (out / "metrics.csv").exists() and validation_curve(out).index.max() >= updates:
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pyro_srnn", "train", "--dataset", "bach_chorales", "--model", name, "--size", size,
+           "--steps", str(steps), "--stop-at", str(updates), "--valid-every", str(every), "--seed", str(seed),
+           "--out", str(out), "--no-progress", "--device", device, "--model-arg", 'low="made"']
+    print("running:", " ".join(cmd), flush=True)
+    with open(out / "train.log", "w") as log:
+        subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=True)
+    return out
+
+
+TIME_TO_NLL_COLUMNS = ("lstm_best_valid", "made_reaches_at", "equal_nll_speedup")
+
+
+def time_to_lstm_nll(frame, curves: dict):
+    """Equal-NLL operating points: the LSTM after its whole run against MADE when it first matched it.
+
+    For every LSTM row: its best validation NLL over its ``nll_updates`` updates, and
+    ``made_reaches_at``, the first point of MADE's validation curve (``curves[model]``) at or below
+    it (NaN if the curve never gets there). ``equal_nll_speedup`` = (``nll_updates`` × the LSTM's
+    update time) / (``made_reaches_at`` × MADE's update time on the same device): how much less
+    training time MADE needs for the NLL that the LSTM reached with its budget. (The LSTM may have
+    been close to that NLL before the end of its run: see its own validation curve.)
+    """
+    import math
+
+    import pandas as pd
+
+    made = frame[frame.low_level == "made"]
+    made_update_s = {(m, d): t for m, d, t in zip(made.model, made.device, made.update_s)}
+    rows = []
+    for row in frame.itertuples():
+        out = dict.fromkeys(TIME_TO_NLL_COLUMNS, math.nan)
+        curve = curves.get(row.model)
+        run = getattr(row, "run", None)
+        if row.low_level != "made" and curve is not None and isinstance(run, str) and Path(run, "metrics.csv").exists():
+            best = validation_curve(Path(run)).min()
+            reached = curve.index[curve.to_numpy() <= best]
+            out["lstm_best_valid"] = best
+            if len(reached):
+                made_s = made_update_s.get((row.model, row.device), math.nan)
+                out["made_reaches_at"] = reached[0]
+                out["equal_nll_speedup"] = (row.nll_updates * row.update_s) / (reached[0] * made_s)
+        rows.append(out)
+    return pd.concat([frame.reset_index(drop=True), pd.DataFrame(rows)], axis=1)
+
+
 def run_hier(steps: int, models=tuple(HIER), size="study", batch=16, nll_steps: int = 0, seed: int = 0,
              runs: Path = Path("runs/bench_hier"), jobs: int = 2, device: str = "cpu", lstm_hidden=()):
     """Timing (and NLL) rows, one per (model, low-level variant), each LSTM row compared with MADE:
@@ -315,6 +378,9 @@ def main(argv=None):
     p.add_argument("--lstm-hidden", nargs="*", type=int, default=[],
                    help="extra LSTM low levels of these widths (rows lstm-h<H>)")
     p.add_argument("--device", default="cpu", help="hier part: cpu or cuda (the flat part measures CPU memory)")
+    p.add_argument("--made-curve", nargs=2, type=int, default=None, metavar=("EVERY", "UPDATES"),
+                   help="also train MADE's first UPDATES updates validated every EVERY updates and report how much "
+                        "sooner it reaches each LSTM's best validation NLL (column time_to_nll_speedup)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--out", default=str(HERE / "results"))
     args = p.parse_args(argv)
@@ -338,6 +404,15 @@ def main(argv=None):
 
         # rows of other models, variants and devices stay
         hier = save_merged(hier, out / "scaling_hier.csv", ["model", "low_level", "device"])
+        if args.made_curve and args.nll_steps:
+            # MADE's NLL after k updates does not depend on the device it ran on (the same updates), so
+            # this device's curve serves the rows of every device
+            every, updates = args.made_curve
+            curves = {name: validation_curve(made_curve_run(name, args.size, args.nll_steps, updates, every, 0,
+                                                            Path(args.runs), args.device))
+                      for name in args.hier_models}
+            hier = time_to_lstm_nll(hier.drop(columns=[c for c in TIME_TO_NLL_COLUMNS if c in hier]), curves)
+            hier = save_merged(hier, out / "scaling_hier.csv", ["model", "low_level", "device"])
         print(hier.to_string(index=False))
     elif (out / "scaling_hier.csv").exists():
         hier = pd.read_csv(out / "scaling_hier.csv")

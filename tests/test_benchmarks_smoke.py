@@ -187,3 +187,44 @@ def test_scaling_main_writes_hier_rows_by_device_and_the_plot(tmp_path):
     bench_scaling.plot(None, pd.read_csv(Path(bench_scaling.HERE) / "results" / "scaling_hier.csv"),
                        tmp_path / "scaling.png")  # the committed rows, NLL included
     assert (tmp_path / "scaling.png").stat().st_size > 0
+
+
+def test_equal_nll_speedup_compares_the_lstm_run_with_made_at_the_same_nll(tmp_path):
+    """MADE's updates to the LSTM's best validation NLL (its first curve point at or below it) against
+    the LSTM's whole run, each at its own device's update time; NaN where MADE never gets there."""
+    import bench_scaling
+
+    def run(name, steps, valid):
+        path = tmp_path / name
+        path.mkdir()
+        pd.DataFrame({"step": steps, "loss_per_value": 1.0, "valid": valid}).to_csv(path / "metrics.csv", index=False)
+        return str(path)
+
+    lstm = run("lstm", [500, 1000, 1500, 2000], [12.0, 11.5, 11.2, 11.3])
+    made = run("made", [25, 50, 75, 100], [13.0, 11.3, 11.1, 9.0])
+    frame = pd.DataFrame({"model": ["m"] * 4, "low_level": ["made", "lstm", "made", "lstm"],
+                          "device": ["cpu", "cpu", "cuda", "cuda"], "update_s": [0.5, 1.0, 0.01, 0.02],
+                          "nll_updates": 2000, "run": [None, lstm, None, lstm]})
+    out = bench_scaling.time_to_lstm_nll(frame, {"m": bench_scaling.validation_curve(Path(made))})
+    cpu, cuda = out.iloc[1], out.iloc[3]
+    assert cpu.lstm_best_valid == 11.2 and cpu.made_reaches_at == 75
+    assert cpu.equal_nll_speedup == pytest.approx(2000 * 1.0 / (75 * 0.5))
+    assert cuda.equal_nll_speedup == pytest.approx(2000 * 0.02 / (75 * 0.01))  # each device's own times
+    assert out.iloc[0].equal_nll_speedup != out.iloc[0].equal_nll_speedup  # NaN on MADE rows
+    never = bench_scaling.time_to_lstm_nll(frame, {"m": pd.Series([13.0, 12.5], index=[25, 50])})
+    assert never.iloc[1].made_reaches_at != never.iloc[1].made_reaches_at  # not reached: NaN, not a guess
+
+
+def test_made_curve_run_trains_the_first_updates_of_the_schedule_and_is_reused(tmp_path):
+    import bench_scaling
+    from pyro_srnn.checkpoint import load_checkpoint
+
+    run = bench_scaling.made_curve_run("rnn-hier", "tiny", steps=6, updates=2, every=1, seed=0, runs=tmp_path)
+    assert run.name == "rnn-hier-tiny-made-6u-first2-valid1-seed0"
+    curve = bench_scaling.validation_curve(run)
+    assert list(curve.index) == [1, 2] and (curve > 0).all()
+    state = load_checkpoint(run / "latest.pt")
+    assert state["step"] == 2 and state["train_config"]["steps"] == 6  # the 6-update schedule, stopped at 2
+    mtime = (run / "metrics.csv").stat().st_mtime
+    assert bench_scaling.made_curve_run("rnn-hier", "tiny", 6, 2, 1, 0, tmp_path) == run
+    assert (run / "metrics.csv").stat().st_mtime == mtime
