@@ -19,7 +19,10 @@
    protocol; runs in parallel subprocesses, reused when finished), test NLL of the
    best-validation checkpoint. Each LSTM row carries MADE's speed-up over it and the
    relative NLL difference. Target (issue #8): MADE ≥ 10× faster per update at a test
-   NLL within ±2 % of the LSTM's.
+   NLL within ±2 % of the LSTM's. ``--made-curve EVERY UPDATES`` also trains MADE's first
+   ``UPDATES`` updates of the same schedule, validated every ``EVERY``, and adds to each LSTM
+   row when MADE first reached that LSTM's best validation NLL and ``equal_nll_speedup``, the
+   training time of the LSTM's run over MADE's time to the same NLL.
 
 Usage::
 
@@ -228,13 +231,22 @@ def validation_curve(run: Path):
     return pd.Series(metrics["valid"].to_numpy(), index=metrics["step"].to_numpy())
 
 
+def _made_curve_dir(runs: Path, name: str, size: str, steps: int, updates: int, every: int, seed: int,
+                    device: str = "cpu") -> Path:
+    suffix = "" if device == "cpu" else f"-{device.replace(':', '')}"
+    return Path(runs) / f"{name}-{size}-made-{steps}u-first{updates}-valid{every}-seed{seed}{suffix}"
+
+
+def _curve_done(run: Path, updates: int) -> bool:
+    return (run / "metrics.csv").exists() and validation_curve(run).index.max() >= updates
+
+
 def made_curve_run(name: str, size: str, steps: int, updates: int, every: int, seed: int, runs: Path,
                    device: str = "cpu") -> Path:
     """The first ``updates`` updates of the MADE NLL run (same ``steps``-long schedule and seed), validated
     every ``every`` updates: when MADE reaches a given NLL, to ``every`` updates. Reused when done."""
-    suffix = "" if device == "cpu" else f"-{device.replace(':', '')}"
-    out = runs / f"{name}-{size}-made-{steps}u-first{updates}-valid{every}-seed{seed}{suffix}"
-    if (out / "metrics.csv").exists() and validation_curve(out).index.max() >= updates:
+    out = _made_curve_dir(runs, name, size, steps, updates, every, seed, device)
+    if _curve_done(out, updates):
         return out
     out.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "pyro_srnn", "train", "--dataset", "bach_chorales", "--model", name, "--size", size,
@@ -411,6 +423,11 @@ def main(argv=None):
             curves = {name: validation_curve(made_curve_run(name, args.size, args.nll_steps, updates, every, 0,
                                                             Path(args.runs), args.device))
                       for name in args.hier_models}
+            for name in set(hier.model) - set(curves):  # models of earlier runs: their curves, if made
+                for device in dict.fromkeys([args.device, "cpu"]):
+                    run = _made_curve_dir(Path(args.runs), name, args.size, args.nll_steps, updates, every, 0, device)
+                    if name not in curves and _curve_done(run, updates):
+                        curves[name] = validation_curve(run)
             hier = time_to_lstm_nll(hier.drop(columns=[c for c in TIME_TO_NLL_COLUMNS if c in hier]), curves)
             hier = save_merged(hier, out / "scaling_hier.csv", ["model", "low_level", "device"])
         print(hier.to_string(index=False))

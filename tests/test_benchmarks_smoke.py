@@ -228,3 +228,19 @@ def test_made_curve_run_trains_the_first_updates_of_the_schedule_and_is_reused(t
     mtime = (run / "metrics.csv").stat().st_mtime
     assert bench_scaling.made_curve_run("rnn-hier", "tiny", 6, 2, 1, 0, tmp_path) == run
     assert (run / "metrics.csv").stat().st_mtime == mtime
+
+
+def test_made_curve_keeps_the_equal_nll_columns_of_models_run_before(tmp_path):
+    """Re-running --made-curve for one hier model recomputes the other model's columns from its own
+    curve on disk instead of dropping them."""
+    import bench_scaling
+
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    common = ["--part", "hier", "--size", "tiny", "--nll-steps", "4", "--steps", "1", "--made-curve", "1", "2",
+              "--jobs", "2", "--runs", str(runs), "--out", str(results)]
+    bench_scaling.main(common + ["--hier-models", "rnn-hier"])
+    bench_scaling.main(common + ["--hier-models", "srnn-hier"])
+    saved = pd.read_csv(results / "scaling_hier.csv")
+    lstm = saved[saved.low_level == "lstm"].set_index("model")
+    assert set(lstm.index) == {"rnn-hier", "srnn-hier"}
+    assert lstm.lstm_best_valid.notna().all()  # both models keep their equal-NLL columns
