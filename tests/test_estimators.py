@@ -246,3 +246,75 @@ def test_one_batch_scored_twice_without_an_update(name, guide_name):
     assert torch.equal(l1, l2)
     for a, b in zip(g1, g2):
         assert (a is None and b is None) or torch.equal(a, b)
+
+
+# ------------------------------------------------------------------ the loss stays on the device
+
+def _every_model_and_guide():
+    from pyro_srnn.models import GUIDES, MODELS, model_names
+
+    pairs = []
+    for name in model_names():
+        for guide_name in [None] + sorted(GUIDES):
+            spec = make_spec("bernoulli", 5)
+            try:
+                model = build_model(name, spec, "tiny")
+                build_guide(guide_name, model)
+            except Exception:  # a guide that does not fit the model (GuideMismatch, …)
+                continue
+            pairs.append((name, guide_name))
+    return pairs
+
+
+PAIRS = _every_model_and_guide()
+
+
+@pytest.mark.parametrize("name,guide_name", PAIRS, ids=[f"{n}-{g or 'default'}" for n, g in PAIRS])
+def test_trace_estimator_equals_pyro_trace_elbo(name, guide_name):
+    """The package's ``trace`` estimator (its loss kept on the device) gives Pyro's Trace_ELBO loss
+    and gradients, for every model with every guide that fits it."""
+    import pyro
+
+    from pyro_srnn.infer import make_elbo
+
+    model = build_model(name, make_spec("bernoulli", 5), "tiny")
+    guide = build_guide(guide_name, model)
+    batch = make_batch("bernoulli", L=5)
+    params = [p for p in (*model.parameters(), *guide.parameters()) if p.requires_grad]
+    results = []
+    for loss_fn in (make_elbo("trace").differentiable_loss, Trace_ELBO().differentiable_loss):
+        pyro.set_rng_seed(3)
+        loss = loss_fn(model, guide, batch, kl_scale=0.7)
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        results.append((loss, grads))
+    (ours, ours_grads), (pyros, pyro_grads) = results
+    assert torch.is_tensor(ours) and ours.requires_grad
+    assert float(ours.detach()) == pytest.approx(float(pyros.detach()), rel=1e-6, abs=1e-6)
+    for a, b in zip(ours_grads, pyro_grads):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted({n for n, _ in PAIRS}))
+def test_trace_estimator_reads_nothing_back_from_the_device(name, monkeypatch):
+    """With Pyro's validation off, a forward and backward pass of the ``trace`` loss reads no tensor
+    back to the host (on a GPU every such read is a synchronisation); Pyro's Trace_ELBO reads one per
+    sample site and one for the loss."""
+    import pyro
+
+    from pyro_srnn.infer import make_elbo
+
+    reads = []
+    for method in ("__bool__", "item", "__float__", "__int__", "tolist"):
+        original = getattr(torch.Tensor, method)
+        monkeypatch.setattr(torch.Tensor, method, lambda self, *a, _f=original, **k: (reads.append(1), _f(self, *a, **k))[1])
+    model = build_model(name, make_spec("bernoulli", 5), "tiny")
+    guide = build_guide(None, model)
+    batch = make_batch("bernoulli", L=5)
+    with pyro.validation_enabled(False):
+        for loss_fn, expect_reads in ((make_elbo("trace")(model, guide), False), (Trace_ELBO()(model, guide), True)):
+            loss_fn(batch, kl_scale=0.5).backward()  # first call: lazy set-up may read shapes
+            reads.clear()
+            loss_fn(batch, kl_scale=0.5).backward()
+            assert bool(reads) == expect_reads, (loss_fn, len(reads))

@@ -154,8 +154,8 @@ def test_empty_training_split_is_refused(tmp_path):
 @pytest.mark.parametrize("model", ["f-rnn", "f-srnn"])
 def test_pyro_validation_off_trains_identically_without_pyro_checks(tmp_path, model, monkeypatch):
     """``pyro_validation=False`` (``--no-pyro-validation``) only removes Pyro's checks: the same
-    parameters after the same updates, no per-site NaN/inf check run (Trace_ELBO's one check of
-    the loss is unconditional), and the global switch is left as it was."""
+    parameters after the same updates, no per-site NaN/inf check run, and the global switch is
+    left as it was."""
     import pyro.poutine.trace_struct as trace_struct
     import pyro.util
 
@@ -181,9 +181,8 @@ def test_non_finite_loss_is_caught_without_pyro_validation(tmp_path):
     trainer = Trainer(tiny_config(tmp_path, pyro_validation=False), dataset=make_dataset())
     with torch.no_grad():
         next(trainer.model.parameters()).fill_(float("nan"))
-    # Trace_ELBO reports a NaN loss even with validation off: expected here
-    with pytest.raises(TrainingDiverged, match="non-finite loss at step 1"), \
-            pytest.warns(UserWarning, match="Encountered NaN: loss"):
+    # no warning from Pyro (its checks are off; a warning would fail the test): the trainer stops the run
+    with pytest.raises(TrainingDiverged, match="non-finite loss at step 1"):
         trainer.fit()
 
 

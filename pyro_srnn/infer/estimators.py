@@ -5,9 +5,14 @@
   (for :class:`~pyro_srnn.distributions.SequenceNormal`, the sum over steps of the
   Gaussian KL along the sampled path), the study's estimator.
 
-Both are subclassed only to *record* the reconstruction term of the last particle
-(the sum of the observed sites' log densities), so that the trainer can report the
-KL = reconstruction − ELBO without tracing twice.
+Both are subclassed to *record* the reconstruction term of the last particle (the sum of
+the observed sites' log densities), so that the trainer can report the KL = reconstruction −
+ELBO without tracing twice. ``trace`` also keeps the loss on the device: Pyro's
+``Trace_ELBO.differentiable_loss`` adds up the ELBO's value as Python floats (one ``.item()``
+per sample site, one more for the loss), and on a GPU each ``.item()`` is a host–device
+synchronisation; here the value is a detached tensor with the same terms, the gradient
+comes from the same surrogate, and Pyro's NaN check of the loss runs only while Pyro's
+validation is on.
 """
 from __future__ import annotations
 
@@ -15,7 +20,11 @@ import math
 
 import torch
 from pyro import poutine
+from pyro.distributions.util import is_identically_zero
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer.trace_elbo import _compute_log_r
+from pyro.poutine.util import is_validation_enabled
+from pyro.util import warn_if_nan
 
 __all__ = ["RecordingTrace_ELBO", "RecordingTraceMeanField_ELBO", "make_elbo", "ESTIMATORS",
            "iwae_log_likelihood", "log_weights"]
@@ -34,8 +43,46 @@ class _RecordTerms:
         return loss, surrogate
 
 
-class RecordingTrace_ELBO(_RecordTerms, Trace_ELBO):
-    """``Trace_ELBO`` that keeps the last reconstruction term in ``last_recon``."""
+class _DeviceTrace_ELBO(Trace_ELBO):
+    """``Trace_ELBO`` with the loss's value kept as a tensor (no ``.item()``): the same terms and
+    surrogate as Pyro's ``_differentiable_loss_particle``, so the same value and gradients."""
+
+    def _differentiable_loss_particle(self, model_trace, guide_trace):
+        elbo_particle = 0.0
+        surrogate_elbo_particle = 0.0
+        log_r = None
+        for site in model_trace.nodes.values():
+            if site["type"] == "sample":
+                elbo_particle = elbo_particle + site["log_prob_sum"].detach()
+                surrogate_elbo_particle = surrogate_elbo_particle + site["log_prob_sum"]
+        for site in guide_trace.nodes.values():
+            if site["type"] == "sample":
+                log_prob, score_function_term, entropy_term = site["score_parts"]
+                elbo_particle = elbo_particle - site["log_prob_sum"].detach()
+                if not is_identically_zero(entropy_term):
+                    surrogate_elbo_particle = surrogate_elbo_particle - entropy_term.sum()
+                if not is_identically_zero(score_function_term):  # not reparameterised: REINFORCE term
+                    if log_r is None:
+                        log_r = _compute_log_r(model_trace, guide_trace)
+                    term = log_r.sum_to(site["cond_indep_stack"])
+                    surrogate_elbo_particle = surrogate_elbo_particle + (term * score_function_term).sum()
+        return -elbo_particle, -surrogate_elbo_particle
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        loss = 0.0
+        surrogate_loss = 0.0
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            loss_particle, surrogate_loss_particle = self._differentiable_loss_particle(model_trace, guide_trace)
+            surrogate_loss = surrogate_loss + surrogate_loss_particle / self.num_particles
+            loss = loss + loss_particle / self.num_particles
+        if is_validation_enabled():
+            warn_if_nan(surrogate_loss, "loss")
+        # the value of ``loss``, the gradient of ``surrogate_loss`` (as Pyro's Trace_ELBO)
+        return loss + (surrogate_loss - surrogate_loss.detach())
+
+
+class RecordingTrace_ELBO(_RecordTerms, _DeviceTrace_ELBO):
+    """``Trace_ELBO`` that keeps the last reconstruction term in ``last_recon`` and its loss on the device."""
 
 
 class RecordingTraceMeanField_ELBO(_RecordTerms, TraceMeanField_ELBO):
