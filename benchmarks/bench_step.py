@@ -207,6 +207,34 @@ class StepRunner:
         return float(loss.detach())
 
 
+HOST_READS = ("__bool__", "item", "__float__", "__int__", "tolist")
+
+
+def count_host_reads(runner: "StepRunner", batch, kl_scale) -> int:
+    """Tensor reads back to Python (``bool()``, ``.item()``, ``float()``, …) in one forward and backward
+    pass of ``runner``'s loss: on a GPU each is a host–device synchronisation. (The optimiser's own
+    reads of its step counters are left out: those tensors stay on the CPU.)"""
+    reads = [0]
+    originals = {name: getattr(torch.Tensor, name) for name in HOST_READS}
+
+    def counting(name):
+        def read(self, *args, **kwargs):
+            reads[0] += 1
+            return originals[name](self, *args, **kwargs)
+        return read
+
+    try:
+        for name in HOST_READS:
+            setattr(torch.Tensor, name, counting(name))
+        loss = runner.loss_fn(fresh(batch), kl_scale)
+        loss.backward()
+    finally:
+        for name, original in originals.items():
+            setattr(torch.Tensor, name, original)
+        runner.optimizer.zero_grad(set_to_none=True)
+    return reads[0]
+
+
 def _sync(device):
     if str(device).startswith("cuda"):
         torch.cuda.synchronize()
@@ -291,6 +319,8 @@ def bench_model(name: str, config_name: str, config: dict, *, size: str, reps: i
     if with_unvalidated:
         row["pyro_noval_ms"] = 1e3 * statistics.median(times["pyro_noval"])
         row["ratio_noval"] = row["pyro_noval_ms"] / row["torch_ms"]
+    for which, runner in runners.items():  # deterministic, and what a GPU pays for: synchronisations
+        row[f"host_reads_{which}"] = count_host_reads(runner, batch, kl_scale)
     # the same comparison pair by pair (the two steps of a pair ran back to back, so a change
     # of machine load between pairs cancels): median and inter-quartile range of pyro/torch
     paired = sorted(a / b for a, b in zip(times["pyro"], times["torch"]))
@@ -341,7 +371,7 @@ def run(models=None, configs=None, *, quick=False, size=None, reps=None, warmup=
                       flush=True)
     frame = pd.DataFrame(rows)
     lead = ["model", "guide", "config", "size", "pyro_ms", "torch_ms", "ratio", "pyro_noval_ms", "ratio_noval",
-            "target", "over_target",
+            "target", "over_target", "host_reads_pyro", "host_reads_torch",
             "paired_ratio", "paired_ratio_q1", "paired_ratio_q3", "status", "sequential_latent", "params",
             "batch", "T", "L", "estimator", "reps", "loss_pyro", "loss_torch", "bench_s"]
     frame = frame[[c for c in lead if c in frame] + [c for c in frame if c not in lead]]

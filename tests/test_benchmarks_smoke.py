@@ -244,3 +244,13 @@ def test_made_curve_keeps_the_equal_nll_columns_of_models_run_before(tmp_path):
     lstm = saved[saved.low_level == "lstm"].set_index("model")
     assert set(lstm.index) == {"rnn-hier", "srnn-hier"}
     assert lstm.lstm_best_valid.notna().all()  # both models keep their equal-NLL columns
+
+
+def test_host_reads_are_counted_per_path():
+    """The step benchmark counts tensor reads back to the host (GPU synchronisations) per path: none
+    in the hand-written loss, none in the package's trace loss with Pyro's validation off, some
+    with it on (Pyro's NaN/inf checks)."""
+    frame = bench_step.run(["f-srnn"], ["midi"], size="tiny", reps=1, warmup=0, verbose=False, with_unvalidated=True)
+    row = frame.iloc[0]
+    assert row["host_reads_torch"] == 0 and row["host_reads_pyro_noval"] == 0
+    assert row["host_reads_pyro"] > 0
