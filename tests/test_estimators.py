@@ -269,10 +269,11 @@ def _every_model_and_guide():
 PAIRS = _every_model_and_guide()
 
 
+@pytest.mark.parametrize("estimator,pyro_elbo", [("trace", Trace_ELBO), ("meanfield", TraceMeanField_ELBO)])
 @pytest.mark.parametrize("name,guide_name", PAIRS, ids=[f"{n}-{g or 'default'}" for n, g in PAIRS])
-def test_trace_estimator_equals_pyro_trace_elbo(name, guide_name):
-    """The package's ``trace`` estimator (its loss kept on the device) gives Pyro's Trace_ELBO loss
-    and gradients, for every model with every guide that fits it."""
+def test_estimators_equal_pyros(name, guide_name, estimator, pyro_elbo):
+    """The package's estimators (their loss kept on the device) give Pyro's Trace_ELBO and
+    TraceMeanField_ELBO losses and gradients, for every model with every guide that fits it."""
     import pyro
 
     from pyro_srnn.infer import make_elbo
@@ -282,7 +283,7 @@ def test_trace_estimator_equals_pyro_trace_elbo(name, guide_name):
     batch = make_batch("bernoulli", L=5)
     params = [p for p in (*model.parameters(), *guide.parameters()) if p.requires_grad]
     results = []
-    for loss_fn in (make_elbo("trace").differentiable_loss, Trace_ELBO().differentiable_loss):
+    for loss_fn in (make_elbo(estimator).differentiable_loss, pyro_elbo().differentiable_loss):
         pyro.set_rng_seed(3)
         loss = loss_fn(model, guide, batch, kl_scale=0.7)
         grads = torch.autograd.grad(loss, params, allow_unused=True)
@@ -296,11 +297,12 @@ def test_trace_estimator_equals_pyro_trace_elbo(name, guide_name):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("estimator,pyro_elbo", [("trace", Trace_ELBO), ("meanfield", TraceMeanField_ELBO)])
 @pytest.mark.parametrize("name", sorted({n for n, _ in PAIRS}))
-def test_trace_estimator_reads_nothing_back_from_the_device(name, monkeypatch):
-    """With Pyro's validation off, a forward and backward pass of the ``trace`` loss reads no tensor
-    back to the host (on a GPU every such read is a synchronisation); Pyro's Trace_ELBO reads one per
-    sample site and one for the loss."""
+def test_estimators_read_nothing_back_from_the_device(name, estimator, pyro_elbo, monkeypatch):
+    """With Pyro's validation off, a forward and backward pass of either estimator's loss reads no
+    tensor back to the host (on a GPU every such read is a synchronisation); Pyro's own read one
+    per sample site (Trace_ELBO) or per particle (TraceMeanField_ELBO) and one for the loss."""
     import pyro
 
     from pyro_srnn.infer import make_elbo
@@ -313,7 +315,7 @@ def test_trace_estimator_reads_nothing_back_from_the_device(name, monkeypatch):
     guide = build_guide(None, model)
     batch = make_batch("bernoulli", L=5)
     with pyro.validation_enabled(False):
-        for loss_fn, expect_reads in ((make_elbo("trace")(model, guide), False), (Trace_ELBO()(model, guide), True)):
+        for loss_fn, expect_reads in ((make_elbo(estimator)(model, guide), False), (pyro_elbo()(model, guide), True)):
             loss_fn(batch, kl_scale=0.5).backward()  # first call: lazy set-up may read shapes
             reads.clear()
             loss_fn(batch, kl_scale=0.5).backward()

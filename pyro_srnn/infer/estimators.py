@@ -7,12 +7,12 @@
 
 Both are subclassed to *record* the reconstruction term of the last particle (the sum of
 the observed sites' log densities), so that the trainer can report the KL = reconstruction −
-ELBO without tracing twice. ``trace`` also keeps the loss on the device: Pyro's
+ELBO without tracing twice. Both also keep the loss on the device: Pyro's
 ``Trace_ELBO.differentiable_loss`` adds up the ELBO's value as Python floats (one ``.item()``
-per sample site, one more for the loss), and on a GPU each ``.item()`` is a host–device
-synchronisation; here the value is a detached tensor with the same terms, the gradient
-comes from the same surrogate, and Pyro's NaN check of the loss runs only while Pyro's
-validation is on.
+per sample site, one more for the loss; ``TraceMeanField_ELBO`` one per particle and one for
+the loss), and on a GPU each ``.item()`` is a host–device synchronisation; here the value is a
+detached tensor with the same terms, the gradient comes from the same surrogate, and Pyro's
+NaN check of the loss runs only while Pyro's validation is on.
 """
 from __future__ import annotations
 
@@ -20,9 +20,11 @@ import math
 
 import torch
 from pyro import poutine
-from pyro.distributions.util import is_identically_zero
+from pyro.distributions.util import is_identically_zero, scale_and_mask
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro.infer.trace_elbo import _compute_log_r
+from pyro.infer.util import check_fully_reparametrized
+from torch.distributions import kl_divergence
 from pyro.poutine.util import is_validation_enabled
 from pyro.util import warn_if_nan
 
@@ -43,7 +45,23 @@ class _RecordTerms:
         return loss, surrogate
 
 
-class _DeviceTrace_ELBO(Trace_ELBO):
+class _DeviceLoss:
+    """``differentiable_loss`` of Pyro's ``Trace_ELBO`` with the value kept as a tensor (no ``.item()``)."""
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        loss = 0.0
+        surrogate_loss = 0.0
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            loss_particle, surrogate_loss_particle = self._differentiable_loss_particle(model_trace, guide_trace)
+            surrogate_loss = surrogate_loss + surrogate_loss_particle / self.num_particles
+            loss = loss + loss_particle / self.num_particles
+        if is_validation_enabled():
+            warn_if_nan(surrogate_loss, "loss")
+        # the value of ``loss``, the gradient of ``surrogate_loss`` (as Pyro's Trace_ELBO)
+        return loss + (surrogate_loss - surrogate_loss.detach())
+
+
+class _DeviceTrace_ELBO(_DeviceLoss, Trace_ELBO):
     """``Trace_ELBO`` with the loss's value kept as a tensor (no ``.item()``): the same terms and
     surrogate as Pyro's ``_differentiable_loss_particle``, so the same value and gradients."""
 
@@ -68,25 +86,50 @@ class _DeviceTrace_ELBO(Trace_ELBO):
                     surrogate_elbo_particle = surrogate_elbo_particle + (term * score_function_term).sum()
         return -elbo_particle, -surrogate_elbo_particle
 
-    def differentiable_loss(self, model, guide, *args, **kwargs):
-        loss = 0.0
-        surrogate_loss = 0.0
-        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
-            loss_particle, surrogate_loss_particle = self._differentiable_loss_particle(model_trace, guide_trace)
-            surrogate_loss = surrogate_loss + surrogate_loss_particle / self.num_particles
-            loss = loss + loss_particle / self.num_particles
-        if is_validation_enabled():
-            warn_if_nan(surrogate_loss, "loss")
-        # the value of ``loss``, the gradient of ``surrogate_loss`` (as Pyro's Trace_ELBO)
-        return loss + (surrogate_loss - surrogate_loss.detach())
+
+class _DeviceTraceMeanField_ELBO(_DeviceLoss, TraceMeanField_ELBO):
+    """``TraceMeanField_ELBO`` with the loss's value kept as a tensor: the same terms as Pyro's
+    ``_differentiable_loss_particle`` (the KL in closed form where registered, else the sampled
+    log-ratio), so the same value and gradients."""
+
+    def _differentiable_loss_particle(self, model_trace, guide_trace):
+        elbo_particle = 0.0
+        for name, model_site in model_trace.nodes.items():
+            if model_site["type"] != "sample":
+                continue
+            if model_site["is_observed"]:
+                elbo_particle = elbo_particle + model_site["log_prob_sum"]
+                continue
+            guide_site = guide_trace.nodes[name]
+            if is_validation_enabled():
+                check_fully_reparametrized(guide_site)
+            try:
+                kl_qp = kl_divergence(guide_site["fn"], model_site["fn"])
+                kl_qp = scale_and_mask(kl_qp, scale=guide_site["scale"], mask=guide_site["mask"])
+                if torch.is_tensor(kl_qp):
+                    kl_qp_sum = kl_qp.sum()
+                else:  # a number: the same KL for every batch element
+                    kl_qp_sum = kl_qp * torch.Size(guide_site["fn"].batch_shape).numel()
+                elbo_particle = elbo_particle - kl_qp_sum
+            except NotImplementedError:
+                entropy_term = guide_site["score_parts"].entropy_term
+                elbo_particle = elbo_particle + model_site["log_prob_sum"] - entropy_term.sum()
+        for name, guide_site in guide_trace.nodes.items():  # auxiliary guide sites
+            if guide_site["type"] == "sample" and name not in model_trace.nodes:
+                assert guide_site["infer"].get("is_auxiliary")
+                if is_validation_enabled():
+                    check_fully_reparametrized(guide_site)
+                elbo_particle = elbo_particle - guide_site["score_parts"].entropy_term.sum()
+        return -elbo_particle.detach(), -elbo_particle
 
 
 class RecordingTrace_ELBO(_RecordTerms, _DeviceTrace_ELBO):
     """``Trace_ELBO`` that keeps the last reconstruction term in ``last_recon`` and its loss on the device."""
 
 
-class RecordingTraceMeanField_ELBO(_RecordTerms, TraceMeanField_ELBO):
-    """``TraceMeanField_ELBO`` that keeps the last reconstruction term in ``last_recon``."""
+class RecordingTraceMeanField_ELBO(_RecordTerms, _DeviceTraceMeanField_ELBO):
+    """``TraceMeanField_ELBO`` that keeps the last reconstruction term in ``last_recon`` and its loss on
+    the device."""
 
 
 ESTIMATORS = {"trace": RecordingTrace_ELBO, "meanfield": RecordingTraceMeanField_ELBO}
