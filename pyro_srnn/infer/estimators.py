@@ -24,9 +24,9 @@ from pyro.distributions.util import is_identically_zero, scale_and_mask
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro.infer.trace_elbo import _compute_log_r
 from pyro.infer.util import check_fully_reparametrized
-from torch.distributions import kl_divergence
 from pyro.poutine.util import is_validation_enabled
 from pyro.util import warn_if_nan
+from torch.distributions import kl_divergence
 
 __all__ = ["RecordingTrace_ELBO", "RecordingTraceMeanField_ELBO", "make_elbo", "ESTIMATORS",
            "iwae_log_likelihood", "log_weights"]
