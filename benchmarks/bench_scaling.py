@@ -166,9 +166,24 @@ def hier_timing(name: str, label: str, model_args: dict, dataset, size: str, bat
             "params": sum(p.numel() for p in trainer.params), "threads": torch.get_num_threads()}
 
 
+def _device_suffix(device: str) -> str:
+    """Run-directory suffix of a device: none for the CPU (the runs made before devices were named)."""
+    return "" if device == "cpu" else f"-{device.replace(':', '')}"
+
+
+def _train_command(name: str, size: str, steps: int, seed: int, out: Path, device: str, model_args: dict,
+                   *extra: str) -> list[str]:
+    """``pyro-srnn train`` on ``bach_chorales`` with the study's protocol, as every NLL run here uses it."""
+    cmd = [sys.executable, "-m", "pyro_srnn", "train", "--dataset", "bach_chorales", "--model", name,
+           "--size", size, "--steps", str(steps), "--seed", str(seed), "--out", str(out), "--no-progress",
+           "--device", device, *extra]
+    for key, value in model_args.items():
+        cmd += ["--model-arg", f"{key}={json.dumps(value)}"]
+    return cmd
+
+
 def _nll_run_dir(runs: Path, name: str, label: str, size: str, steps: int, seed: int, device: str = "cpu") -> Path:
-    suffix = "" if device == "cpu" else f"-{device.replace(':', '')}"
-    return runs / f"{name}-{size}-{label}-{steps}u-seed{seed}{suffix}"
+    return runs / f"{name}-{size}-{label}-{steps}u-seed{seed}{_device_suffix(device)}"
 
 
 def hier_nll(names, variants: dict, size: str, steps: int, seed: int, runs: Path, jobs: int,
@@ -188,12 +203,8 @@ def hier_nll(names, variants: dict, size: str, steps: int, seed: int, runs: Path
             if (out / "result.json").exists():
                 results[(name, label)] = out
                 continue
-            cmd = [sys.executable, "-m", "pyro_srnn", "train", "--dataset", "bach_chorales", "--model", name,
-                   "--size", size, "--steps", str(steps), "--valid-every", str(max(steps // 4, 1)),
-                   "--seed", str(seed), "--out", str(out), "--no-progress", "--eval-split", "test",
-                   "--device", device]
-            for key, value in model_args.items():
-                cmd += ["--model-arg", f"{key}={json.dumps(value)}"]
+            cmd = _train_command(name, size, steps, seed, out, device, model_args,
+                                 "--valid-every", str(max(steps // 4, 1)), "--eval-split", "test")
             pending.append(((name, label), out, cmd))
     threads = str(max(1, (os.cpu_count() or 1) // max(jobs, 1)))
     env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
@@ -233,8 +244,7 @@ def validation_curve(run: Path):
 
 def _made_curve_dir(runs: Path, name: str, size: str, steps: int, updates: int, every: int, seed: int,
                     device: str = "cpu") -> Path:
-    suffix = "" if device == "cpu" else f"-{device.replace(':', '')}"
-    return Path(runs) / f"{name}-{size}-made-{steps}u-first{updates}-valid{every}-seed{seed}{suffix}"
+    return Path(runs) / f"{name}-{size}-made-{steps}u-first{updates}-valid{every}-seed{seed}{_device_suffix(device)}"
 
 
 def _curve_done(run: Path, updates: int) -> bool:
@@ -249,9 +259,8 @@ def made_curve_run(name: str, size: str, steps: int, updates: int, every: int, s
     if _curve_done(out, updates):
         return out
     out.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pyro_srnn", "train", "--dataset", "bach_chorales", "--model", name, "--size", size,
-           "--steps", str(steps), "--stop-at", str(updates), "--valid-every", str(every), "--seed", str(seed),
-           "--out", str(out), "--no-progress", "--device", device, "--model-arg", 'low="made"']
+    cmd = _train_command(name, size, steps, seed, out, device, {"low": "made"},
+                         "--stop-at", str(updates), "--valid-every", str(every))
     print("running:", " ".join(cmd), flush=True)
     with open(out / "train.log", "w") as log:
         subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=True)
@@ -392,7 +401,7 @@ def main(argv=None):
     p.add_argument("--device", default="cpu", help="hier part: cpu or cuda (the flat part measures CPU memory)")
     p.add_argument("--made-curve", nargs=2, type=int, default=None, metavar=("EVERY", "UPDATES"),
                    help="also train MADE's first UPDATES updates validated every EVERY updates and report how much "
-                        "sooner it reaches each LSTM's best validation NLL (column time_to_nll_speedup)")
+                        "sooner it reaches each LSTM's best validation NLL (column equal_nll_speedup)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--out", default=str(HERE / "results"))
     args = p.parse_args(argv)
