@@ -320,3 +320,96 @@ def test_estimators_read_nothing_back_from_the_device(name, estimator, pyro_elbo
             reads.clear()
             loss_fn(batch, kl_scale=0.5).backward()
             assert bool(reads) == expect_reads, (loss_fn, len(reads))
+
+
+def _toy_program(data, kl_scale=1.0):
+    """A model and guide with every kind of guide site the estimators handle: a reparameterised
+    Gaussian under ``poutine.scale``, a masked, reinterpreted one, and a Bernoulli (no
+    reparameterisation: Pyro's REINFORCE term)."""
+    import pyro
+    import pyro.distributions as dist
+
+    loc = torch.nn.Parameter(torch.tensor([0.3, -0.2]))
+    logit = torch.nn.Parameter(torch.tensor(0.4))
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+
+    def model():
+        with pyro.plate("rows", 2):
+            with poutine.scale(scale=kl_scale):
+                a = pyro.sample("a", dist.Normal(0.0, 1.0))
+            b = pyro.sample("b", dist.Normal(torch.zeros(2, 3), 1.0).mask(mask).to_event(1))
+            c = pyro.sample("c", dist.Bernoulli(0.5))
+            pyro.sample("x", dist.Normal(a + c + b.sum(-1), 1.0), obs=data)
+
+    def guide():
+        with pyro.plate("rows", 2):
+            with poutine.scale(scale=kl_scale):
+                pyro.sample("a", dist.Normal(loc, 1.0))
+            pyro.sample("b", dist.Normal(loc.unsqueeze(-1).expand(2, 3), 0.5).mask(mask).to_event(1))
+            pyro.sample("c", dist.Bernoulli(logits=logit.expand(2)))
+
+    return model, guide, [loc, logit]
+
+
+@pytest.mark.parametrize("num_particles", [1, 3])
+@pytest.mark.parametrize("kl_scale", [1.0, 0.3])
+@pytest.mark.parametrize("reparameterised_only", [True, False], ids=["reparam", "with-reinforce"])
+def test_trace_estimator_equals_pyros_for_every_kind_of_guide_site(num_particles, kl_scale, reparameterised_only):
+    """The device-side ``trace`` estimator returns the surrogate itself when its value is the loss
+    (reparameterised sites, scaled or not) and Pyro's value-plus-surrogate otherwise (a
+    REINFORCE site); either way its value and gradients are Pyro's, for one or several particles,
+    and Pyro's own ``loss`` / ``loss_and_grads`` still work on it."""
+    import pyro
+
+    from pyro_srnn.infer import make_elbo
+
+    model, guide, params = _toy_program(torch.tensor([0.5, -1.0]), kl_scale)
+    if reparameterised_only:
+        guide = poutine.block(guide, hide=["c"])
+        model = poutine.condition(model, data={"c": torch.tensor([1.0, 0.0])})
+    results = []
+    for elbo in (make_elbo("trace", num_particles=num_particles), Trace_ELBO(num_particles=num_particles)):
+        pyro.set_rng_seed(5)
+        loss = elbo.differentiable_loss(model, guide)
+        results.append((loss, torch.autograd.grad(loss, params, allow_unused=True)))
+        pyro.set_rng_seed(5)
+        value = elbo.loss(model, guide)
+        pyro.set_rng_seed(5)
+        value_with_grads = elbo.loss_and_grads(model, guide)
+        grads = [p.grad.clone() if p.grad is not None else None for p in params]
+        for p in params:
+            p.grad = None
+        results[-1] += (value, value_with_grads, grads)
+    ours, pyros = results
+    assert float(ours[0].detach()) == pytest.approx(float(pyros[0].detach()), rel=1e-6)
+    for a, b in zip(ours[1] + tuple(ours[4]), pyros[1] + tuple(pyros[4])):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    assert float(ours[2]) == pytest.approx(pyros[2], rel=1e-6)
+    assert float(ours[3]) == pytest.approx(pyros[3], rel=1e-6)
+    # each path really is taken: the loss's value is kept apart only with a REINFORCE site, whose
+    # gradient for the Bernoulli's logit is not zero
+    elbo = make_elbo("trace")
+    value, _ = elbo._loss_terms(*next(iter(elbo._get_traces(model, guide, (), {}))))
+    assert (value is None) == reparameterised_only
+    if not reparameterised_only:
+        assert ours[1][1] is not None and float(ours[1][1].abs()) > 0
+
+
+def test_masked_sequence_expands_to_its_own_shape_as_itself():
+    """``pyro.plate`` expands every site's distribution; a sequence already of the plate's batch
+    shape is returned as is (no new objects), and a real expansion still works."""
+    import pyro.distributions as dist
+
+    from pyro_srnn.distributions import masked_sequence
+
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    seq = masked_sequence(dist.Bernoulli(logits=torch.zeros(2, 3, 4)).to_event(1), mask)
+    assert seq.batch_shape == (2,) and seq.event_shape == (3, 4)
+    assert seq.expand((2,)) is seq
+    wide = seq.expand((5, 2))
+    assert wide.batch_shape == (5, 2) and wide.event_shape == (3, 4)
+    x = torch.ones(2, 3, 4)
+    torch.testing.assert_close(wide.log_prob(x), seq.log_prob(x).expand(5, 2))
+    assert float(seq.log_prob(x)[0]) == pytest.approx(8 * math.log(0.5))  # the padded step adds nothing
