@@ -33,6 +33,13 @@ standard-normal audio):
   the ``small`` preset for the flat and hier models (an LSTM step per value: even at 1/8 of the
   study's width their step takes 2-3 s). ``--quick``: ``small`` for every model.
 
+and, not timed by default (no ratio target):
+
+* ``micro`` — batch 2, T 4, L 8, ``tiny`` presets: the tensor work nearly vanishes, so
+  ``overhead_ms = pyro_ms − torch_ms`` is Pyro's fixed cost per step (tracing, sample sites,
+  the plate), the part that does not shrink when a GPU makes the tensor work fast
+  (``--configs micro`` → ``bench_step_micro.csv``).
+
 Flat models (``*-flat``: one LSTM step per value) run over ``T · L`` values; they use
 ``flat_T`` steps instead (speech 10 steps = 2000 samples, the study's flat chunk;
 MIDI 20 steps = 1760 keys) so one step stays within seconds on 2 cores; ``--quick`` uses
@@ -81,7 +88,15 @@ CONFIGS = {
     # still takes 2-3 s on 2 cores (200 or 2000 sequential LSTM steps)
     "speech": dict(batch=32, T=40, L=200, family="gaussian", domain="speech", size="speech@0.5",
                    per_value_size="small", quick_size="small", flat_T=10, quick_flat_T=2),
+    # Pyro's fixed cost per step (``overhead_ms``): tiny presets on a batch of 2 × 4 steps × 8 values,
+    # so the tensor work is a few hundred µs and the rest is Python per sample site. Not one of
+    # issue #8's ratio configurations (no target: a ratio of two near-empty steps means little);
+    # run it with ``--configs micro`` (→ ``bench_step_micro.csv``)
+    "micro": dict(batch=2, T=4, L=8, family="bernoulli", domain="midi", size="tiny", quick_size="tiny",
+                  flat_T=2, quick_flat_T=2, has_target=False),
 }
+#: configurations a plain run times (the ratio targets of issue #8)
+DEFAULT_CONFIGS = ("midi", "speech")
 TARGET_AT_ONCE = 1.05
 TARGET_SEQUENTIAL = 1.15
 CLIP_NORM = 0.5
@@ -235,6 +250,26 @@ def count_host_reads(runner: "StepRunner", batch, kl_scale) -> int:
     return reads[0]
 
 
+def count_ops(runner: "StepRunner", batch, kl_scale) -> int:
+    """Tensor operations (ATen calls, views included) in one forward and backward pass of ``runner``'s
+    loss: deterministic where timings are not, and on a GPU each non-view one is a kernel launch."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Counting(TorchDispatchMode):
+        calls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Counting.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    try:
+        with Counting():
+            runner.loss_fn(fresh(batch), kl_scale).backward()
+    finally:
+        runner.optimizer.zero_grad(set_to_none=True)
+    return Counting.calls
+
+
 def _sync(device):
     if str(device).startswith("cuda"):
         torch.cuda.synchronize()
@@ -273,7 +308,8 @@ def bench_model(name: str, config_name: str, config: dict, *, size: str, reps: i
     batch = synthetic_batch(config, seed, device)
     sequential = latent_is_sequential(model, guide, batch)
     row["sequential_latent"] = sequential
-    row["target"] = TARGET_SEQUENTIAL if sequential else TARGET_AT_ONCE
+    row["target"] = ((TARGET_SEQUENTIAL if sequential else TARGET_AT_ONCE) if config.get("has_target", True)
+                     else float("nan"))
     torch_loss = TORCH_LOSSES.get((name, guide.name))
     if torch_loss is None:
         row["status"] = "missing hand-written loss"
@@ -316,11 +352,16 @@ def bench_model(name: str, config_name: str, config: dict, *, size: str, reps: i
     row["pyro_ms"] = 1e3 * statistics.median(times["pyro"])
     row["torch_ms"] = 1e3 * statistics.median(times["torch"])
     row["ratio"] = row["pyro_ms"] / row["torch_ms"]
+    # what Pyro adds per step: fixed (Python per sample site), so it is the ratio's whole story
+    # on small steps, e.g. launch-bound GPU steps
+    row["overhead_ms"] = row["pyro_ms"] - row["torch_ms"]
     if with_unvalidated:
         row["pyro_noval_ms"] = 1e3 * statistics.median(times["pyro_noval"])
         row["ratio_noval"] = row["pyro_noval_ms"] / row["torch_ms"]
-    for which, runner in runners.items():  # deterministic, and what a GPU pays for: synchronisations
+        row["overhead_noval_ms"] = row["pyro_noval_ms"] - row["torch_ms"]
+    for which, runner in runners.items():  # deterministic, and what a GPU pays for: synchronisations, launches
         row[f"host_reads_{which}"] = count_host_reads(runner, batch, kl_scale)
+        row[f"ops_{which}"] = count_ops(runner, batch, kl_scale)
     # the same comparison pair by pair (the two steps of a pair ran back to back, so a change
     # of machine load between pairs cancels): median and inter-quartile range of pyro/torch
     paired = sorted(a / b for a, b in zip(times["pyro"], times["torch"]))
@@ -342,7 +383,7 @@ def run(models=None, configs=None, *, quick=False, size=None, reps=None, warmup=
     unknown = [m for m in models if m not in MODELS]
     if unknown:
         raise SystemExit(f"unknown model(s) {unknown}; registered: {all_models}")
-    configs = configs or list(CONFIGS)
+    configs = configs or list(DEFAULT_CONFIGS)
     reps = reps if reps is not None else (10 if quick else 15)
     warmup = warmup if warmup is not None else (1 if quick else 2)
     min_time = min_time if min_time is not None else (1.0 if quick else 0.0)
@@ -370,8 +411,9 @@ def run(models=None, configs=None, *, quick=False, size=None, reps=None, warmup=
                 print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()),
                       flush=True)
     frame = pd.DataFrame(rows)
-    lead = ["model", "guide", "config", "size", "pyro_ms", "torch_ms", "ratio", "pyro_noval_ms", "ratio_noval",
-            "target", "over_target", "host_reads_pyro", "host_reads_torch",
+    lead = ["model", "guide", "config", "size", "pyro_ms", "torch_ms", "ratio", "overhead_ms", "pyro_noval_ms",
+            "ratio_noval", "overhead_noval_ms",
+            "target", "over_target", "host_reads_pyro", "host_reads_torch", "ops_pyro", "ops_torch",
             "paired_ratio", "paired_ratio_q1", "paired_ratio_q3", "status", "sequential_latent", "params",
             "batch", "T", "L", "estimator", "reps", "loss_pyro", "loss_torch", "bench_s"]
     frame = frame[[c for c in lead if c in frame] + [c for c in frame if c not in lead]]
@@ -387,7 +429,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="every model at small sizes, 10 repetitions")
     p.add_argument("--models", nargs="*", default=None)
-    p.add_argument("--configs", nargs="*", default=None, choices=list(CONFIGS))
+    p.add_argument("--configs", nargs="*", default=None, choices=list(CONFIGS),
+                   help=f"default: {' '.join(DEFAULT_CONFIGS)} (issue #8's); micro: Pyro's fixed cost per step")
     p.add_argument("--size", default=None, help="override the preset size (tiny, small, midi, ...)")
     p.add_argument("--reps", type=int, default=None)
     p.add_argument("--warmup", type=int, default=None)
@@ -406,7 +449,9 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    out = args.out or HERE / "results" / ("bench_step_quick.csv" if args.quick else "bench_step.csv")
+    default_name = ("bench_step_micro.csv" if args.configs == ["micro"] else
+                    "bench_step_quick.csv" if args.quick else "bench_step.csv")
+    out = args.out or HERE / "results" / default_name
     with pyro.validation_enabled(not args.no_pyro_validation):
         frame = run(args.models, args.configs, quick=args.quick, size=args.size, reps=args.reps, warmup=args.warmup,
                     estimator=args.estimator, device=args.device, out=out, min_time=args.min_time,
@@ -414,8 +459,8 @@ def main(argv=None):
     import pandas as pd
 
     with pd.option_context("display.width", 200, "display.max_columns", 20):
-        cols = [c for c in ("model", "guide", "config", "size", "pyro_ms", "torch_ms", "ratio", "pyro_noval_ms",
-                            "ratio_noval", "paired_ratio",
+        cols = [c for c in ("model", "guide", "config", "size", "pyro_ms", "torch_ms", "ratio", "overhead_ms",
+                            "pyro_noval_ms", "ratio_noval", "overhead_noval_ms", "paired_ratio",
                             "target", "over_target", "reps", "status") if c in frame]
         print(frame[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     info = machine_info(args.device)

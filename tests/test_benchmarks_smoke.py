@@ -254,3 +254,22 @@ def test_host_reads_are_counted_per_path():
     row = frame.iloc[0]
     assert row["host_reads_torch"] == 0 and row["host_reads_pyro_noval"] == 0
     assert row["host_reads_pyro"] > 0
+
+
+def test_micro_config_reports_the_fixed_cost_and_counts_tensor_ops():
+    """``--configs micro`` (Pyro's fixed cost per step) has no ratio target, reports
+    ``overhead_ms = pyro_ms − torch_ms``, and counts tensor operations per path (forward and
+    backward). For a model with one observed site the Pyro path adds only a handful of operations
+    to the hand-written loss's (the plate's index, the mask, the sums Pyro keeps per site) —
+    counted, so a regression that adds work per site shows here, without timing anything."""
+    import math
+
+    frame = bench_step.run(["f-rnn"], ["micro"], reps=2, warmup=0, verbose=False, with_unvalidated=True)
+    row = frame.iloc[0]
+    assert row["status"] == "ok" and row["size"] == "tiny"
+    assert math.isnan(row["target"]) and not row["over_target"]
+    assert row["overhead_ms"] == pytest.approx(row["pyro_ms"] - row["torch_ms"])
+    assert row["overhead_noval_ms"] == pytest.approx(row["pyro_noval_ms"] - row["torch_ms"])
+    assert row["ops_torch"] > 20
+    assert 0 < row["ops_pyro_noval"] - row["ops_torch"] <= 16, (row["ops_pyro_noval"], row["ops_torch"])
+    assert row["ops_pyro"] > row["ops_pyro_noval"]  # Pyro's validation: NaN/inf checks are tensor ops too
