@@ -40,13 +40,16 @@ def evaluate_chunks(model, guide, chunks, spec: DataSpec, *, estimator: str = "t
         for i, batch in enumerate(iterate_batches(chunks, batch_size)):
             if max_batches is not None and i >= max_batches:
                 break
+            steps += batch.num_scored_steps  # host data, read before the batch moves to the device
+            sequences.update(batch.seq_ids.tolist())
             batch = batch.to(device)
             if iwae and model.has_latent:
-                total += float(iwae_log_likelihood(model, guide, batch, iwae).sum())
+                log_likelihood = iwae_log_likelihood(model, guide, batch, iwae).sum()
             else:
-                total += -float(elbo.loss(model, guide, batch))
-            steps += batch.num_scored_steps
-            sequences.update(batch.seq_ids.tolist())
+                log_likelihood = -elbo.differentiable_loss(model, guide, batch)
+            # summed on the device and read once at the end (each read is a GPU synchronisation)
+            total = total + log_likelihood.double()
+    total = float(total)
     model.train(was_training[0])
     guide.train(was_training[1])
     divisor = spec.metric_divisor(steps, len(sequences))

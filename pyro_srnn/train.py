@@ -210,22 +210,33 @@ class Trainer:
         kl_scale = self.kl_schedule(self.step)
         with pyro.validation_enabled(self.config.pyro_validation):  # its backward hooks are made here
             loss = self.loss_fn(batch, kl_scale=kl_scale)
+        # the batch's counts are host integers (counted on the CPU before it moved); the loss and
+        # reconstruction stay on the device until after backward and clipping, where one read
+        # brings back everything the step reports (on a GPU each read is a synchronisation, and
+        # one before backward would stop the CPU from queueing the backward pass)
         num_values, num_steps = batch.num_scored_values, batch.num_scored_steps
-        loss_value = float(loss.detach())
         recon = self.elbo.last_recon
-        recon = float(recon) if recon is not None else float("nan")
+        recon = recon.detach() if torch.is_tensor(recon) else loss.detach().new_full((), float(recon))
+        sums = torch.stack([loss.detach().double(), recon.double()])
         if self.dist.active:
             # one collective: the global counts (normalise by them, so N ranks == one process on the
             # union of their shards) and the global loss and reconstruction sums (logged by rank 0,
             # and a non-finite loss on any rank stops every rank)
-            totals = self.dist.all_reduce_sum(torch.tensor(
-                [float(num_values), float(num_steps), loss_value, recon], dtype=torch.float64, device=self.device))
-            num_values, num_steps = int(totals[0]), int(totals[1])
-            loss_value, recon = float(totals[2]), float(totals[3])
-        (loss / max(num_values, 1)).backward()
+            totals = self.dist.all_reduce_sum(torch.cat([
+                torch.tensor([float(num_values), float(num_steps)], dtype=torch.float64, device=loss.device), sums]))
+            counts, sums = totals[:2], totals[2:]
+            (loss / counts[0].clamp(min=1).to(loss.dtype)).backward()
+        else:
+            counts = None
+            (loss / max(num_values, 1)).backward()
         self.dist.reduce_gradients(self.params)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.config.clip_norm)
-        if not math.isfinite(loss_value) or not bool(torch.isfinite(grad_norm)):
+        read = torch.cat([sums, grad_norm.detach().double().reshape(1)] + ([] if counts is None else [counts]))
+        read = read.tolist()  # the step's one read back to the host
+        loss_value, recon, grad_norm_value = read[:3]
+        if counts is not None:
+            num_values, num_steps = int(read[3]), int(read[4])
+        if not math.isfinite(loss_value) or not math.isfinite(grad_norm_value):
             self.optimizer.zero_grad(set_to_none=True)
             raise TrainingDiverged(
                 f"non-finite {'loss' if not math.isfinite(loss_value) else 'gradient'} at step {self.step + 1}; "

@@ -42,6 +42,9 @@ class SequenceBatch:
     mask: torch.Tensor
     seq_ids: torch.Tensor | None = None
     cache: dict = field(default_factory=dict, repr=False, compare=False)
+    #: the number of scored steps, once counted (``.to()`` counts on the CPU before moving the mask,
+    #: so a batch on a GPU never reads its mask back: each such read is a synchronisation)
+    _num_scored: int | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         if self.inputs.shape != self.targets.shape or self.inputs.dim() != 3:
@@ -66,7 +69,9 @@ class SequenceBatch:
 
     @property
     def num_scored_steps(self) -> int:
-        return int(self.mask.sum())
+        if self._num_scored is None:
+            self._num_scored = int(self.mask.sum())
+        return self._num_scored
 
     @property
     def num_scored_values(self) -> int:
@@ -74,11 +79,15 @@ class SequenceBatch:
 
     def to(self, device=None, dtype=None) -> "SequenceBatch":
         kw = {"device": device}
+        counted = self._num_scored
+        if counted is None and self.mask.device.type == "cpu":
+            counted = self.num_scored_steps
         return SequenceBatch(
             inputs=self.inputs.to(dtype=dtype or self.inputs.dtype, **kw),
             targets=self.targets.to(dtype=dtype or self.targets.dtype, **kw),
             mask=self.mask.to(**kw),
             seq_ids=None if self.seq_ids is None else self.seq_ids.to(**kw),
+            _num_scored=counted,
         )
 
     def repeat(self, k: int) -> "SequenceBatch":
