@@ -21,6 +21,7 @@ estimator the study used, ``TraceMeanField_ELBO``), masked.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -29,10 +30,18 @@ from torch.distributions import constraints, kl_divergence, register_kl
 import pyro.distributions as dist
 from pyro.distributions.torch_distribution import TorchDistribution
 
-__all__ = ["masked_sequence", "MaskedSequence", "SequenceNormal", "LATENT_CLAMP", "gaussian_params"]
+__all__ = ["masked_sequence", "MaskedSequence", "normal_log_density", "SequenceNormal", "LATENT_CLAMP",
+           "gaussian_params"]
 
 #: mean and log-variance of latent Gaussians are clamped to this range (ref code)
 LATENT_CLAMP = 8.0
+HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def normal_log_density(value: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Elementwise ``log N(value; loc, scale)``, written out: torch's ``Normal.log_prob`` squares
+    the scale and negates apart, two more tensor operations (and two more in backward) per call."""
+    return -0.5 * ((value - loc) / scale) ** 2 - scale.log() - HALF_LOG_2PI
 
 
 def gaussian_params(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,6 +62,7 @@ class MaskedSequence(dist.Independent):
     """
 
     def expand(self, batch_shape, _instance=None):
+        """This distribution when ``batch_shape`` is its own, else torch's expansion."""
         if torch.Size(batch_shape) == self.batch_shape:
             return self
         return super().expand(batch_shape, _instance)
@@ -130,13 +140,14 @@ class SequenceNormal(TorchDistribution):
     def step_log_prob(self, value: torch.Tensor) -> torch.Tensor:
         """Log density of each step ``(B, T)``, padded steps included (unmasked)."""
         loc, scale = self.params(value)
-        return torch.distributions.Normal(loc, scale, validate_args=False).log_prob(value).sum(-1)
+        return normal_log_density(value, loc, scale).sum(-1)
 
     def log_prob(self, value):
-        lp = self.step_log_prob(value)
+        loc, scale = self.params(value)
+        lp = normal_log_density(value, loc, scale)
         if self._mask is not None:
-            lp = lp.masked_fill(~self._mask, 0.0)
-        return lp.sum(-1)
+            lp = torch.where(self._mask.unsqueeze(-1), lp, 0.0)
+        return lp.sum((-2, -1))  # over the latent values and the steps at once
 
     def expand(self, batch_shape, _instance=None):
         if torch.Size(batch_shape) != self.batch_shape:

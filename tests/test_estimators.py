@@ -413,3 +413,25 @@ def test_masked_sequence_expands_to_its_own_shape_as_itself():
     x = torch.ones(2, 3, 4)
     torch.testing.assert_close(wide.log_prob(x), seq.log_prob(x).expand(5, 2))
     assert float(seq.log_prob(x)[0]) == pytest.approx(8 * math.log(0.5))  # the padded step adds nothing
+
+
+def test_sequence_normal_scores_a_path_as_torchs_normal_masked():
+    """``SequenceNormal.log_prob`` (its own Gaussian formula, masked with one ``where``) equals
+    torch's ``Normal.log_prob`` summed over the latent values and the scored steps, with gradients."""
+    from pyro_srnn.distributions import SequenceNormal, normal_log_density
+
+    g = torch.Generator().manual_seed(0)
+    loc = torch.randn(3, 5, 2, generator=g, requires_grad=True)
+    scale = (0.1 + torch.rand(3, 5, 2, generator=g)).requires_grad_()
+    z = torch.randn(3, 5, 2, generator=g)
+    mask = torch.tensor([[True] * 5, [True] * 3 + [False] * 2, [True] + [False] * 4])
+    reference = torch.distributions.Normal(loc, scale)
+    torch.testing.assert_close(normal_log_density(z, loc, scale), reference.log_prob(z))
+    ours = SequenceNormal(loc, scale, mask=mask).log_prob(z)
+    expected = (reference.log_prob(z).sum(-1) * mask).sum(-1)
+    torch.testing.assert_close(ours, expected)
+    g_ours = torch.autograd.grad(ours.sum(), (loc, scale))
+    g_expected = torch.autograd.grad(expected.sum(), (loc, scale))
+    for a, b in zip(g_ours, g_expected):
+        torch.testing.assert_close(a, b)
+    assert torch.all(g_ours[0][2, 1:] == 0)  # padded steps get no gradient
