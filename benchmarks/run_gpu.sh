@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU check of issue #8 in one go, on a machine with one CUDA device (about 7 minutes on an H200):
+# Every GPU check of issue #8 in one go, on a machine with one CUDA device (about 8 minutes on an H200):
 #
 #   1. the CUDA tests (tests/test_cuda.py, the CUDA cases of tests/test_latent_models.py), while
 #   2. the hier NLL runs train on the GPU (rnn-hier and srnn-hier, MADE against LSTM low levels of
@@ -8,7 +8,9 @@
 #   3. hier timing, MADE against each LSTM (bench_scaling.py --part hier --device cuda);
 #   4. Pyro's step against the hand-written torch step at the MIDI config (bench_step.py --device cuda),
 #      with Pyro's validation on (Pyro's default) and off (--no-pyro-validation);
-#   5. one timed full-size step of every model (bench_fullsize.py --devices cuda).
+#   5. Pyro's fixed cost per step on the GPU (bench_step.py --configs micro --with-unvalidated: tiny
+#      models, overhead_ms = pyro_ms - torch_ms, with and without Pyro's validation);
+#   6. one timed full-size step of every model (bench_fullsize.py --devices cuda).
 #
 # Usage:  bash benchmarks/run_gpu.sh [LOGDIR]      (default runs/gpu; CSVs go to benchmarks/results/)
 # Each part has its own time limit and runs even when an earlier one failed; the summary at the
@@ -70,6 +72,10 @@ status+=("bench_step midi: rc=${PIPESTATUS[0]}")
 timeout 100 $PY benchmarks/bench_step.py --device $DEVICE --configs midi ${MODELS:+--models $MODELS} \
     --no-pyro-validation --out benchmarks/results/bench_step_${DEVICE}_novalidation.csv 2>&1 | tee "$LOG/step_noval.log"
 status+=("bench_step midi, --no-pyro-validation: rc=${PIPESTATUS[0]}")
+
+timeout 90 $PY benchmarks/bench_step.py --device $DEVICE --configs micro --with-unvalidated --min-time 1 \
+    ${MODELS:+--models $MODELS} --out benchmarks/results/bench_step_${DEVICE}_micro.csv 2>&1 | tee "$LOG/step_micro.log"
+status+=("bench_step micro (fixed cost): rc=${PIPESTATUS[0]}")
 
 timeout 130 $PY benchmarks/bench_fullsize.py --devices $DEVICE --reps 3 ${MODELS:+--models $MODELS} 2>&1 | tee "$LOG/fullsize.log"
 status+=("bench_fullsize: rc=${PIPESTATUS[0]}")

@@ -273,3 +273,28 @@ def test_micro_config_reports_the_fixed_cost_and_counts_tensor_ops():
     assert row["ops_torch"] > 20
     assert 0 < row["ops_pyro_noval"] - row["ops_torch"] <= 16, (row["ops_pyro_noval"], row["ops_torch"])
     assert row["ops_pyro"] > row["ops_pyro_noval"]  # Pyro's validation: NaN/inf checks are tensor ops too
+
+
+def test_compare_revisions_times_two_revisions_side_by_side(tmp_path):
+    """``benchmarks/compare_revisions.sh BASE`` checks out BASE beside the working tree, times the
+    micro configuration of both with the working tree's benchmark scripts, and writes one row per
+    model and revision (here: one model, one round, HEAD against the working tree)."""
+    import os
+    import shutil
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("needs the git checkout of the repository")
+    out = tmp_path / "compare.csv"
+    env = dict(os.environ, PYTHON=sys.executable, MODELS="f-rnn", MIN_TIME="0", REPS="2", OUT=str(out),
+               TMPDIR=str(tmp_path))
+    proc = subprocess.run(["bash", str(root / "benchmarks" / "compare_revisions.sh"), "HEAD", "", "1"], cwd=root,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    table = pd.read_csv(out)
+    assert list(table["revision"]) == ["HEAD", "working-tree"] and set(table["model"]) == {"f-rnn"}
+    assert (table["ops_torch"] > 0).all() and (table["overhead_ms"].notna()).all()
+    # the temporary checkout is removed again
+    listed = subprocess.run(["git", "worktree", "list"], cwd=root, capture_output=True, text=True).stdout
+    assert str(tmp_path) not in listed
