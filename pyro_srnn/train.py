@@ -216,7 +216,9 @@ class Trainer:
         # one before backward would stop the CPU from queueing the backward pass)
         num_values, num_steps = batch.num_scored_values, batch.num_scored_steps
         recon = self.elbo.last_recon
-        recon = recon.detach() if torch.is_tensor(recon) else loss.detach().new_full((), float(recon))
+        if not torch.is_tensor(recon):  # a number (no observed site), made on the device: no copy, no sync
+            recon = loss.detach().new_full((), float("nan") if recon is None else float(recon))
+        recon = recon.detach()
         sums = torch.stack([loss.detach().double(), recon.double()])
         if self.dist.active:
             # one collective: the global counts (normalise by them, so N ranks == one process on the
