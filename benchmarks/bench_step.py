@@ -6,7 +6,7 @@ steps on the SAME module instances and the SAME batch:
 
 * **pyro** — exactly what ``Trainer.train_step`` does: ``make_elbo(estimator)(model,
   guide)`` (a ``Trace_ELBO`` ``nn.Module``), ``(loss / num_values).backward()``,
-  ``clip_grad_norm_(params, 0.5)``, ``torch.optim.Adam.step()``;
+  ``clip_grad_norm_(params, 0.5)``, the trainer's Adam (``make_optimizer``: fused where supported);
 * **torch** — the hand-written loss of ``benchmarks/_torch_losses.py`` (the same
   negative ELBO in plain torch), then the same backward, clipping and Adam step.
 
@@ -76,6 +76,11 @@ import pyro  # noqa: E402
 from pyro_srnn.data.batch import SequenceBatch  # noqa: E402
 from pyro_srnn.data.core import DataSpec  # noqa: E402
 from pyro_srnn.infer import make_elbo  # noqa: E402
+try:
+    from pyro_srnn.train import make_optimizer  # noqa: E402
+except ImportError:  # an older revision (compare_revisions.sh): its trainer's optimiser was plain Adam
+    def make_optimizer(params, lr):
+        return torch.optim.Adam(params, lr=lr)
 from pyro_srnn.models import MODELS, build_guide, build_model, model_names  # noqa: E402
 
 from _torch_losses import TORCH_LOSSES  # noqa: E402
@@ -210,7 +215,7 @@ class StepRunner:
 
     def __init__(self, model, guide, loss_fn, params, lr=1e-3):
         self.model, self.guide, self.loss_fn, self.params = model, guide, loss_fn, params
-        self.optimizer = torch.optim.Adam(params, lr=lr)
+        self.optimizer = make_optimizer(params, lr=lr)  # the trainer's (fused Adam where supported)
 
     def step(self, batch, kl_scale):
         batch = fresh(batch)
