@@ -104,10 +104,10 @@ def _set_rng_state(state: dict) -> None:
 
 def make_optimizer(params, lr: float) -> torch.optim.Adam:
     """Adam, fused where torch supports the parameters' device and dtype: one kernel updates every
-    parameter, where the default runs several per parameter tensor (for F-SRNN's 24 tensors at the
-    MIDI preset, 3 ms an update instead of 13 ms on one CPU core; on a GPU, a few launches instead
-    of hundreds). Same algorithm and hyper-parameters; the trainer and the step benchmark both
-    build their optimiser here."""
+    parameter, where the default runs several per parameter tensor (2.5–9× faster updates at the
+    study's MIDI presets on one CPU core, ``benchmarks/bench_optimizer.py``; on a GPU, a few
+    launches instead of hundreds). Same algorithm and hyper-parameters; the trainer and the step
+    benchmark both build their optimiser here."""
     params = list(params)
     try:
         return torch.optim.Adam(params, lr=lr, fused=True)

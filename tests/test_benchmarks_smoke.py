@@ -298,3 +298,17 @@ def test_compare_revisions_times_two_revisions_side_by_side(tmp_path):
     # the temporary checkout is removed again
     listed = subprocess.run(["git", "worktree", "list"], cwd=root, capture_output=True, text=True).stdout
     assert str(tmp_path) not in listed
+
+
+def test_optimizer_benchmark_checks_the_implementations_agree(tmp_path):
+    """``bench_optimizer.py`` times Adam's default, foreach and fused updates on a model's
+    parameters after checking that they make the same updates."""
+    import bench_optimizer
+
+    out = tmp_path / "opt.csv"
+    frame = bench_optimizer.main(["--config", "micro", "--size", "tiny", "--models", "f-rnn", "--reps", "2",
+                                  "--out", str(out)])
+    row = pd.read_csv(out).iloc[0]
+    assert row["model"] == "f-rnn" and row["tensors"] > 0 and len(frame) == 1
+    assert row["default_ms"] > 0 and row["fused_ms"] > 0
+    assert row["fused_speedup"] == pytest.approx(row["default_ms"] / row["fused_ms"])
