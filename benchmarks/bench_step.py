@@ -76,12 +76,12 @@ import pyro  # noqa: E402
 from pyro_srnn.data.batch import SequenceBatch  # noqa: E402
 from pyro_srnn.data.core import DataSpec  # noqa: E402
 from pyro_srnn.infer import make_elbo  # noqa: E402
+from pyro_srnn.models import MODELS, build_guide, build_model, model_names  # noqa: E402
 try:
     from pyro_srnn.train import make_optimizer  # noqa: E402
 except ImportError:  # an older revision (compare_revisions.sh): its trainer's optimiser was plain Adam
     def make_optimizer(params, lr):
         return torch.optim.Adam(params, lr=lr)
-from pyro_srnn.models import MODELS, build_guide, build_model, model_names  # noqa: E402
 
 from _torch_losses import TORCH_LOSSES  # noqa: E402
 
