@@ -78,9 +78,7 @@ class _DeviceLoss:
 
 
 def _mean(terms):
-    total = terms[0]
-    for term in terms[1:]:
-        total = total + term
+    total = _total(terms)
     return total / len(terms) if len(terms) > 1 else total
 
 
