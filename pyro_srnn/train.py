@@ -37,7 +37,8 @@ from .infer import make_elbo, make_schedule
 from .models import build_guide, build_model
 from .models.base import SequenceGuide, SequenceModel, model_from_config, GUIDES
 
-__all__ = ["TrainConfig", "Trainer", "TrainingDiverged", "train", "make_optimizer", "STUDY_BATCH_SIZE", "study_increment"]
+__all__ = ["TrainConfig", "Trainer", "TrainingDiverged", "train", "make_optimizer", "STUDY_BATCH_SIZE",
+           "study_increment"]
 
 #: study batch sizes per domain (SPEC §5)
 STUDY_BATCH_SIZE = {"midi": 16, "speech": 32, "handwriting": 32}

@@ -26,6 +26,33 @@ def _pyro_validation_and_seed():
     torch.set_num_threads(threads)
 
 
+class HostReadLog:
+    """Names of the tensor reads back to Python (``bool()``, ``.item()``, ``float()``, …) made while
+    ``active``: on a GPU each one is a host–device synchronisation."""
+
+    METHODS = ("__bool__", "item", "__float__", "__int__", "tolist")
+
+    def __init__(self):
+        self.events: list[str] = []
+        self.active = True
+
+
+@pytest.fixture
+def host_reads(monkeypatch) -> HostReadLog:
+    """Records every tensor read back to the host during the test (see :class:`HostReadLog`)."""
+    log = HostReadLog()
+    for method in HostReadLog.METHODS:
+        original = getattr(torch.Tensor, method)
+
+        def read(self, *args, _original=original, _method=method, **kwargs):
+            if log.active:
+                log.events.append(_method)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, method, read)
+    return log
+
+
 def make_spec(family: str = "bernoulli", L: int = 6, chunk_len: int | None = 8, unit: str = "time step",
               domain: str | None = None) -> DataSpec:
     domain = domain or {"bernoulli": "midi", "gaussian": "speech", "handwriting": "handwriting"}[family]

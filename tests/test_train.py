@@ -197,7 +197,7 @@ def test_validation_cadence_does_not_depend_on_the_logging_cadence(tmp_path):
 
 
 @pytest.mark.parametrize("model", ["f-rnn", "f-srnn"])
-def test_a_training_step_reads_one_tensor_back(tmp_path, model, monkeypatch):
+def test_a_training_step_reads_one_tensor_back(tmp_path, model, monkeypatch, host_reads):
     """Without Pyro's validation a training step reads the device back once — loss, reconstruction
     and gradient norm together, after backward and clipping — and never before backward (on a GPU
     each read is a synchronisation; one before backward would keep the CPU from queueing the
@@ -206,18 +206,14 @@ def test_a_training_step_reads_one_tensor_back(tmp_path, model, monkeypatch):
     trainer = Trainer(tiny_config(tmp_path, model=model, pyro_validation=False), dataset=make_dataset())
     batch = trainer.sampler.batch(0).to(trainer.device)
     assert batch._num_scored == int(batch.mask.sum())  # carried over by .to(), not read from the device
-    events, counting = [], [True]
-    for method in ("__bool__", "item", "__float__", "__int__", "tolist"):
-        original = getattr(torch.Tensor, method)
-        monkeypatch.setattr(torch.Tensor, method, lambda self, *a, _f=original, _m=method, **k: (
-            counting[0] and events.append(_m), _f(self, *a, **k))[1])
     backward = torch.Tensor.backward
-    monkeypatch.setattr(torch.Tensor, "backward", lambda self, *a, **k: (events.append("backward"),
+    monkeypatch.setattr(torch.Tensor, "backward", lambda self, *a, **k: (host_reads.events.append("backward"),
                                                                          backward(self, *a, **k))[1])
-    trainer.optimizer.register_step_pre_hook(lambda *a: counting.__setitem__(0, False))
-    trainer.optimizer.register_step_post_hook(lambda *a: counting.__setitem__(0, True))
+    trainer.optimizer.register_step_pre_hook(lambda *a: setattr(host_reads, "active", False))
+    trainer.optimizer.register_step_post_hook(lambda *a: setattr(host_reads, "active", True))
+    host_reads.events.clear()  # only the step's own reads (building the trainer and batch read on the CPU)
     stats = trainer.train_step(batch)
-    assert events == ["backward", "tolist"], events
+    assert host_reads.events == ["backward", "tolist"], host_reads.events
     assert math.isfinite(stats["loss_per_value"]) and stats["step"] == 1
 
 
