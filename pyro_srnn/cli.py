@@ -54,9 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--valid-max-batches", type=int, default=None)
     t.add_argument("--device", default="cpu", help="cpu or cuda")
     t.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
-    t.add_argument("--no-pyro-validation", action="store_true",
-                   help="skip Pyro's per-site NaN/inf and shape checks (each is a host-device sync on a GPU); "
-                        "the loss and gradients are still checked for non-finite values")
+    t.add_argument("--pyro-validation", choices=["always", "first", "off"], default="first",
+                   help="Pyro's shape and per-site NaN/inf checks (each value check is a host-device sync on a "
+                        "GPU): every step, the first training step and validation pass only (default), or never; "
+                        "in every mode loss and gradients are checked each step, and a non-finite one is "
+                        "re-run with the checks on to name the site")
+    t.add_argument("--no-pyro-validation", dest="pyro_validation", action="store_const", const="off",
+                   help="the same as --pyro-validation off")
     t.add_argument("--out", default=None, help="run directory (default runs/<dataset>-<model>)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/latest.pt")
     t.add_argument("--stop-at", type=int, default=None, help="stop after this update (resume later)")
@@ -146,7 +150,7 @@ def cmd_train(args) -> int:
         anneal_start=args.anneal_start, anneal_increment=args.anneal_increment, valid_every=args.valid_every,
         valid_max_batches=args.valid_max_batches, seed=args.seed, device=args.device, out=out,
         data_dir=args.data_dir, stream=args.stream, stop_at=args.stop_at, progress=not args.no_progress,
-        precision=args.precision, pyro_validation=not args.no_pyro_validation,
+        precision=args.precision, pyro_validation=args.pyro_validation,
     )
     if args.resume:  # continue the saved run: its own configuration, except what is about this process
         config = _resumed_config(Path(out, "latest.pt"), config, steps=args.steps)

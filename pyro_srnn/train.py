@@ -38,7 +38,7 @@ from .models import build_guide, build_model
 from .models.base import SequenceGuide, SequenceModel, model_from_config, GUIDES
 
 __all__ = ["TrainConfig", "Trainer", "TrainingDiverged", "train", "make_optimizer", "STUDY_BATCH_SIZE",
-           "study_increment"]
+           "study_increment", "PYRO_VALIDATION_MODES", "pyro_validation_mode"]
 
 #: study batch sizes per domain (SPEC §5)
 STUDY_BATCH_SIZE = {"midi": 16, "speech": 32, "handwriting": 32}
@@ -81,13 +81,32 @@ class TrainConfig:
     log_every: int = 10
     progress: bool = True
     precision: str = "fp32"
-    # Pyro's validation (per-site NaN/inf checks of log-densities, forward and backward, and shape
-    # checks) during training and validation passes. Each check reads a tensor back to the host: on
-    # a GPU a synchronisation. Off, the trainer's own finiteness check of loss and gradients stays.
-    pyro_validation: bool = True
+    # Pyro's validation (shape checks, per-site NaN/inf checks of log-densities forward and backward,
+    # distribution argument checks): "always"; "first" (default): the first training step and the
+    # first validation pass of the process only; "off". Each value check reads a tensor back to the
+    # host (on a GPU a synchronisation), while a program's structure does not change between steps.
+    # In every mode the trainer checks loss and gradient norm each step and, when one is not finite,
+    # re-runs that batch with Pyro's checks on to name the site (TrainingDiverged's message).
+    pyro_validation: str = "first"
+
+    def __post_init__(self):
+        self.pyro_validation = pyro_validation_mode(self.pyro_validation)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+PYRO_VALIDATION_MODES = ("always", "first", "off")
+
+
+def pyro_validation_mode(value) -> str:
+    """``"always"``, ``"first"`` or ``"off"``; the booleans of configurations saved before the modes
+    existed read as ``"always"`` (True) and ``"off"`` (False)."""
+    if isinstance(value, bool):
+        return "always" if value else "off"
+    if value not in PYRO_VALIDATION_MODES:
+        raise ValueError(f"pyro_validation must be one of {', '.join(PYRO_VALIDATION_MODES)}; got {value!r}")
+    return value
 
 
 def _rng_state() -> dict:
@@ -171,6 +190,13 @@ class Trainer:
         self.step = 0
         self.best_valid = math.inf
         self.history: list[dict] = []
+        # what Pyro's validation still has to see in this process ("first": one step, one pass)
+        self._unchecked = {"step", "validation pass"} if config.pyro_validation == "first" else set()
+
+    def _pyro_checks(self, what: str) -> bool:
+        """Whether Pyro's validation is on for the next training step or validation pass (``what``)."""
+        mode = self.config.pyro_validation
+        return mode == "always" or (mode == "first" and what in self._unchecked)
 
     @staticmethod
     def model_chunk_len(spec: DataSpec) -> int | None:
@@ -222,7 +248,7 @@ class Trainer:
         self.model.train()
         self.guide.train()
         kl_scale = self.kl_schedule(self.step)
-        with pyro.validation_enabled(self.config.pyro_validation):  # its backward hooks are made here
+        with pyro.validation_enabled(self._pyro_checks("step")):  # its backward hooks are made here
             loss = self.loss_fn(batch, kl_scale=kl_scale)
         # the batch's counts are host integers (counted on the CPU before it moved); the loss and
         # reconstruction stay on the device until after backward and clipping, where one read
@@ -254,10 +280,13 @@ class Trainer:
             num_values, num_steps = int(read[3]), int(read[4])
         if not math.isfinite(loss_value) or not math.isfinite(grad_norm_value):
             self.optimizer.zero_grad(set_to_none=True)
+            found = self.diagnose(batch, kl_scale)
             raise TrainingDiverged(
-                f"non-finite {'loss' if not math.isfinite(loss_value) else 'gradient'} at step {self.step + 1}; "
-                f"training stopped, the last good checkpoint is {self.out / 'latest.pt'}"
+                f"non-finite {'loss' if not math.isfinite(loss_value) else 'gradient'} at step {self.step + 1}"
+                + (f" (Pyro's checks of that batch: {found})" if found else "")
+                + f"; training stopped, the last good checkpoint is {self.out / 'latest.pt'}"
             )
+        self._unchecked.discard("step")
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         lr = self.optimizer.param_groups[0]["lr"]
@@ -268,12 +297,37 @@ class Trainer:
                 "nll_per_step": loss_value / max(num_steps, 1),
                 "kl_per_step": kl / max(num_steps, 1), "kl_scale": kl_scale, "lr": lr}
 
+    def diagnose(self, batch, kl_scale) -> str:
+        """Re-run a batch's loss and backward pass with Pyro's validation on and return what its
+        checks found, e.g. ``Encountered NaN: log_prob_sum at site 'x'`` (a site's log-density, or
+        its gradient: ``backward …``) or a distribution's rejected argument; ``""`` when nothing.
+
+        Used when a step's loss or gradient norm is not finite, so that every validation mode
+        names the site; the gradients it leaves are cleared. Local to this process (no collective)."""
+        import warnings
+
+        found: list[str] = []
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                with pyro.validation_enabled(True):
+                    loss = self.loss_fn(batch, kl_scale=kl_scale)
+                loss.backward()  # the hooks Pyro's checks put on each site's log-density
+            except (ValueError, RuntimeError) as e:  # e.g. a distribution's argument check
+                found.append(f"{type(e).__name__}: {e}")
+            finally:
+                self.optimizer.zero_grad(set_to_none=True)
+        messages = [str(w.message) for w in caught if str(w.message).startswith("Encountered")]
+        found[:0] = list(dict.fromkeys(messages))  # first seen first, each once
+        return "; ".join(found)
+
     def validate(self) -> float:
         cfg = self.config
-        with pyro.validation_enabled(cfg.pyro_validation):
+        with pyro.validation_enabled(self._pyro_checks("validation pass")):
             result = evaluate_chunks(self.model, self.guide, self.valid_chunks, self.dataset.spec,
                                      estimator=cfg.estimator, batch_size=cfg.eval_batch_size,
                                      device=self.device, max_batches=cfg.valid_max_batches, seed=cfg.seed)
+        self._unchecked.discard("validation pass")
         return result["value"]
 
     def fit(self) -> dict:

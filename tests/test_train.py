@@ -69,16 +69,19 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
         trainer.resume()
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
-    trainer = Trainer(tiny_config(tmp_path, stop_at=4), dataset=make_dataset())
+@pytest.mark.parametrize("mode", ["always", "first"])
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, mode):
+    import contextlib
+
+    trainer = Trainer(tiny_config(tmp_path, stop_at=4, pyro_validation=mode), dataset=make_dataset())
     trainer.fit()
     good = load_checkpoint(tmp_path / "latest.pt")
     trainer.config.stop_at = None
     with torch.no_grad():
         next(trainer.model.parameters()).fill_(float("nan"))
-    # Pyro's validation also reports the NaN: expected here
-    with pytest.raises(TrainingDiverged, match="non-finite loss at step 5"), \
-            pytest.warns(UserWarning, match="Encountered NaN"):
+    # with "always", Pyro's validation of the step itself also warns of the NaN: expected there
+    warns = pytest.warns(UserWarning, match="Encountered NaN") if mode == "always" else contextlib.nullcontext()
+    with pytest.raises(TrainingDiverged, match=r"non-finite loss at step 5 \(Pyro's checks .*Encountered NaN"), warns:
         trainer.fit()
     kept = load_checkpoint(tmp_path / "latest.pt")
     assert kept["step"] == 4
@@ -152,38 +155,77 @@ def test_empty_training_split_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("model", ["f-rnn", "f-srnn"])
-def test_pyro_validation_off_trains_identically_without_pyro_checks(tmp_path, model, monkeypatch):
-    """``pyro_validation=False`` (``--no-pyro-validation``) only removes Pyro's checks: the same
-    parameters after the same updates, no per-site NaN/inf check run, and the global switch is
-    left as it was."""
+def test_pyro_validation_modes_choose_the_checked_steps_not_the_updates(tmp_path, model, monkeypatch):
+    """``pyro_validation`` only decides where Pyro's checks run — every training step and validation
+    pass ("always"), the first step and the first pass of the process ("first", the default), none
+    ("off") — and leaves the global switch as it was; the parameters after the same updates are equal."""
     import pyro.poutine.trace_struct as trace_struct
-    import pyro.util
 
-    calls = []
+    checked = []  # (what, step) of every per-site check of Pyro's
+    running = {}
     for name in ("warn_if_nan", "warn_if_inf"):
         original = getattr(trace_struct, name)
-        monkeypatch.setattr(trace_struct, name, lambda *a, _f=original, **k: (calls.append(1), _f(*a, **k))[1])
+        monkeypatch.setattr(trace_struct, name, lambda *a, _f=original, **k: (
+            checked.append((running["what"], running["trainer"].step)), _f(*a, **k))[1])
     data = make_dataset()
-    checked = Trainer(tiny_config(tmp_path / "on", model=model), dataset=data)
-    checked.fit()
-    assert calls  # Pyro's checks ran with validation on
-    calls.clear()
-    unchecked = Trainer(tiny_config(tmp_path / "off", model=model, pyro_validation=False), dataset=data)
-    unchecked.fit()
-    assert not calls
-    assert trace_struct.is_validation_enabled()  # restored after every step
-    a, b = params_of(checked), params_of(unchecked)
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+    results = {}
+    for mode in ("always", "first", "off"):
+        checked.clear()
+        trainer = Trainer(tiny_config(tmp_path / mode, model=model, pyro_validation=mode), dataset=data)
+        running["trainer"] = trainer
+        for what in ("train_step", "validate"):
+            method = getattr(trainer, what)
+            setattr(trainer, what, lambda *a, _m=method, _w=what, **k: (running.update(what=_w), _m(*a, **k))[1])
+        trainer.fit()
+        results[mode] = (sorted(set(checked)), params_of(trainer))
+        assert trace_struct.is_validation_enabled()  # restored after every step
+    # steps counted before the update (0 = the first step); validation passes after steps 4 and 8
+    assert results["always"][0] == [("train_step", i) for i in range(8)] + [("validate", 4), ("validate", 8)]
+    assert results["first"][0] == [("train_step", 0), ("validate", 4)]
+    assert results["off"][0] == []
+    for mode in ("first", "off"):
+        for k, value in results["always"][1].items():
+            assert torch.equal(value, results[mode][1][k]), (mode, k)
+
+
+def test_pyro_validation_booleans_of_older_configs_read_as_modes(tmp_path):
+    assert tiny_config(tmp_path, pyro_validation=True).pyro_validation == "always"
+    assert tiny_config(tmp_path, pyro_validation=False).pyro_validation == "off"
+    assert tiny_config(tmp_path).pyro_validation == "first"
+    with pytest.raises(ValueError, match="pyro_validation must be one of always, first, off"):
+        tiny_config(tmp_path, pyro_validation="sometimes")
 
 
 def test_non_finite_loss_is_caught_without_pyro_validation(tmp_path):
-    trainer = Trainer(tiny_config(tmp_path, pyro_validation=False), dataset=make_dataset())
+    trainer = Trainer(tiny_config(tmp_path, pyro_validation="off"), dataset=make_dataset())
     with torch.no_grad():
         next(trainer.model.parameters()).fill_(float("nan"))
     # no warning from Pyro (its checks are off; a warning would fail the test): the trainer stops the run
     with pytest.raises(TrainingDiverged, match="non-finite loss at step 1"):
         trainer.fit()
+
+
+@pytest.mark.parametrize("mode", ["first", "off"])
+@pytest.mark.parametrize("model, poisoned, site", [("f-rnn", "model", "x"), ("f-srnn", "guide", "z")])
+def test_a_diverged_step_names_the_first_non_finite_site(tmp_path, mode, model, poisoned, site):
+    """Whatever the mode, a step whose loss is not finite is re-run with Pyro's checks on, and the
+    error names the first sample site whose log-density is not finite (the guide's ``z`` when the
+    guide's weights are NaN, the observed ``x`` when the model's are); no warning escapes (Pyro's
+    warnings are errors in the tests) and no gradient is left behind."""
+    trainer = Trainer(tiny_config(tmp_path, model=model, pyro_validation=mode), dataset=make_dataset())
+    for _ in range(2):  # with "first", the first step ran the checks: the diverging step is unchecked
+        trainer.train_step(trainer.sampler.batch(trainer.step))
+    with torch.no_grad():
+        for p in getattr(trainer, poisoned).parameters():
+            p.fill_(float("nan"))
+    with pytest.raises(TrainingDiverged) as caught:
+        trainer.train_step(trainer.sampler.batch(trainer.step))
+    message = str(caught.value)
+    assert message.startswith("non-finite loss at step 3 (Pyro's checks of that batch: "
+                              f"Encountered NaN: log_prob_sum at site '{site}'"), message
+    assert str(tmp_path / "latest.pt") in message
+    assert all(p.grad is None for p in trainer.params)
+    assert trainer.step == 2
 
 
 def test_validation_cadence_does_not_depend_on_the_logging_cadence(tmp_path):
@@ -198,23 +240,29 @@ def test_validation_cadence_does_not_depend_on_the_logging_cadence(tmp_path):
 
 @pytest.mark.parametrize("model", ["f-rnn", "f-srnn"])
 def test_a_training_step_reads_one_tensor_back(tmp_path, model, monkeypatch, host_reads):
-    """Without Pyro's validation a training step reads the device back once — loss, reconstruction
-    and gradient norm together, after backward and clipping — and never before backward (on a GPU
-    each read is a synchronisation; one before backward would keep the CPU from queueing the
-    backward pass). The batch's counts come from the CPU, counted before the batch moved.
-    (Adam's own reads of its step counters are left out: those tensors live on the CPU.)"""
-    trainer = Trainer(tiny_config(tmp_path, model=model, pyro_validation=False), dataset=make_dataset())
-    batch = trainer.sampler.batch(0).to(trainer.device)
-    assert batch._num_scored == int(batch.mask.sum())  # carried over by .to(), not read from the device
+    """After the first step (the default ``pyro_validation="first"`` checks that one with Pyro's
+    validation, which reads every site's log-density back) a training step reads the device back
+    once — loss, reconstruction and gradient norm together, after backward and clipping — and never
+    before backward (on a GPU each read is a synchronisation; one before backward would keep the
+    CPU from queueing the backward pass). The batch's counts come from the CPU, counted before the
+    batch moved. (Adam's own reads of its step counters are left out: those tensors live on the CPU.)"""
+    trainer = Trainer(tiny_config(tmp_path, model=model), dataset=make_dataset())
+    batches = [trainer.sampler.batch(i).to(trainer.device) for i in range(2)]
+    assert batches[0]._num_scored == int(batches[0].mask.sum())  # carried over by .to(), not read from the device
     backward = torch.Tensor.backward
     monkeypatch.setattr(torch.Tensor, "backward", lambda self, *a, **k: (host_reads.events.append("backward"),
                                                                          backward(self, *a, **k))[1])
     trainer.optimizer.register_step_pre_hook(lambda *a: setattr(host_reads, "active", False))
     trainer.optimizer.register_step_post_hook(lambda *a: setattr(host_reads, "active", True))
-    host_reads.events.clear()  # only the step's own reads (building the trainer and batch read on the CPU)
-    stats = trainer.train_step(batch)
-    assert host_reads.events == ["backward", "tolist"], host_reads.events
-    assert math.isfinite(stats["loss_per_value"]) and stats["step"] == 1
+    reads = []
+    for batch in batches:
+        host_reads.events.clear()  # only the step's own reads (building the trainer and batch read on the CPU)
+        stats = trainer.train_step(batch)
+        reads.append(list(host_reads.events))
+    # the first step: Pyro's checks read each site's log-density (forward) and its gradient (backward)
+    assert reads[0].count("__bool__") > 2 and reads[0][-1] == "tolist", reads[0]
+    assert reads[1] == ["backward", "tolist"], reads[1]
+    assert math.isfinite(stats["loss_per_value"]) and stats["step"] == 2
 
 
 def test_the_trainer_uses_fused_adam_and_it_updates_as_plain_adam(tmp_path):

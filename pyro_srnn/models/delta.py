@@ -237,7 +237,8 @@ class DeltaSRNN(_DeltaBase):
         """Binary positions of ``z`` must hold 0/1 (a Gaussian guide on binary data is a modelling error).
 
         A validation check like Pyro's own (it reads a tensor back: on a GPU a synchronisation), so
-        it is skipped with Pyro's validation off (``--no-pyro-validation``).
+        it runs only while Pyro's validation is on (by default the trainer's first step and first
+        validation pass: ``--pyro-validation first``).
         """
         if self.spec.family == "gaussian" or not is_validation_enabled():
             return
