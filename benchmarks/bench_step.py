@@ -6,7 +6,9 @@ steps on the SAME module instances and the SAME batch:
 
 * **pyro** — exactly what ``Trainer.train_step`` does: ``make_elbo(estimator)(model,
   guide)`` (a ``Trace_ELBO`` ``nn.Module``), ``(loss / num_values).backward()``,
-  ``clip_grad_norm_(params, 0.5)``, the trainer's Adam (``make_optimizer``: fused where supported);
+  ``clip_grad_norm_(params, 0.5)``, the trainer's Adam (``make_optimizer``: fused where supported),
+  with Pyro's validation as the trainer's ``--pyro-validation`` mode (default ``first``: the first
+  step, a warm-up one, is checked; the timed steps are not);
 * **torch** — the hand-written loss of ``benchmarks/_torch_losses.py`` (the same
   negative ELBO in plain torch), then the same backward, clipping and Adam step.
 
@@ -82,6 +84,10 @@ try:
 except ImportError:  # an older revision (compare_revisions.sh): its trainer's optimiser was plain Adam
     def make_optimizer(params, lr):
         return torch.optim.Adam(params, lr=lr)
+try:
+    from pyro_srnn.train import PYRO_VALIDATION_MODES  # noqa: E402
+except ImportError:  # an older revision: validation was on or off for every step
+    PYRO_VALIDATION_MODES = ("always", "first", "off")
 
 from _torch_losses import TORCH_LOSSES  # noqa: E402
 
@@ -129,7 +135,6 @@ def machine_info(device: str = "cpu") -> dict:
         "pyro": pyro.__version__,
         "python": platform.python_version(),
         "device": device,
-        "pyro_validation": pyro.poutine.util.is_validation_enabled(),
         "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "timestamp": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
@@ -300,7 +305,8 @@ def check_losses_agree(model, guide, elbo_module, torch_loss, batch, kl_scale, s
 
 def bench_model(name: str, config_name: str, config: dict, *, size: str, reps: int, warmup: int,
                 estimator: str = "trace", device: str = "cpu", seed: int = 0, quick: bool = False,
-                min_time: float = 0.0, max_reps: int = 200, with_unvalidated: bool = False) -> dict:
+                min_time: float = 0.0, max_reps: int = 200, with_unvalidated: bool = False,
+                pyro_validation: str = "first") -> dict:
     if name.endswith("-flat"):
         config = dict(config, T=config["quick_flat_T" if quick else "flat_T"])
     spec = make_spec(config)
@@ -325,11 +331,19 @@ def bench_model(name: str, config_name: str, config: dict, *, size: str, reps: i
     lp, lt = check_losses_agree(model, guide, elbo_module, torch_loss, batch, kl_scale)
     row["loss_pyro"], row["loss_torch"] = lp, lt
 
+    unchecked = [pyro_validation == "first"]  # as the trainer: Pyro's checks on its first step only
+
+    def pyro_step_loss(b, s):
+        checks = pyro_validation == "always" or unchecked[0]
+        unchecked[0] = False
+        with pyro.validation_enabled(checks):
+            return elbo_module(b, kl_scale=s)
+
     runners = {
-        "pyro": StepRunner(model, guide, lambda b, s: elbo_module(b, kl_scale=s), params),
+        "pyro": StepRunner(model, guide, pyro_step_loss, params),
         "torch": StepRunner(model, guide, lambda b, s: torch_loss(model, guide, b, s), params),
     }
-    if with_unvalidated:  # a third path: the Pyro step with Pyro's validation off, as --no-pyro-validation
+    if with_unvalidated:  # a third path: the Pyro step with Pyro's validation off (--pyro-validation off)
         def unvalidated(b, s):
             with pyro.validation_enabled(False):
                 return elbo_module(b, kl_scale=s)
@@ -379,7 +393,7 @@ def bench_model(name: str, config_name: str, config: dict, *, size: str, reps: i
 
 
 def run(models=None, configs=None, *, quick=False, size=None, reps=None, warmup=None, estimator="trace",
-        device="cpu", out=None, verbose=True, min_time=None, with_unvalidated=False):
+        device="cpu", out=None, verbose=True, min_time=None, with_unvalidated=False, pyro_validation="first"):
     """Benchmark ``models`` × ``configs``; returns a pandas DataFrame (also written to CSV when ``out``)."""
     import pandas as pd
 
@@ -392,7 +406,7 @@ def run(models=None, configs=None, *, quick=False, size=None, reps=None, warmup=
     reps = reps if reps is not None else (10 if quick else 15)
     warmup = warmup if warmup is not None else (1 if quick else 2)
     min_time = min_time if min_time is not None else (1.0 if quick else 0.0)
-    info = machine_info(device)
+    info = dict(machine_info(device), pyro_validation=pyro_validation)
     rows = []
     for config_name in configs:
         config = CONFIGS[config_name]
@@ -402,7 +416,7 @@ def run(models=None, configs=None, *, quick=False, size=None, reps=None, warmup=
             try:
                 row = bench_model(name, config_name, config, size=sz, reps=reps, warmup=warmup,
                                   estimator=estimator, device=device, quick=quick, min_time=min_time,
-                                  with_unvalidated=with_unvalidated)
+                                  with_unvalidated=with_unvalidated, pyro_validation=pyro_validation)
             except AssertionError:
                 raise
             except Exception as e:  # a model that cannot be built at this config is reported, not hidden
@@ -446,8 +460,11 @@ def main(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--out", default=None, help="CSV path (default benchmarks/results/bench_step[_quick].csv)")
-    p.add_argument("--no-pyro-validation", action="store_true",
-                   help="time the Pyro path as `pyro-srnn train --no-pyro-validation` runs it (no per-site checks)")
+    p.add_argument("--pyro-validation", choices=PYRO_VALIDATION_MODES, default="first",
+                   help="Pyro's validation of the Pyro path, as `pyro-srnn train --pyro-validation` "
+                        "(default first: the first step, a warm-up one, is checked)")
+    p.add_argument("--no-pyro-validation", dest="pyro_validation", action="store_const", const="off",
+                   help="the same as --pyro-validation off")
     p.add_argument("--with-unvalidated", action="store_true",
                    help="also time the Pyro step with Pyro's validation off, interleaved with the other two "
                         "(columns pyro_noval_ms, ratio_noval)")
@@ -457,10 +474,9 @@ def main(argv=None):
     default_name = ("bench_step_micro.csv" if args.configs == ["micro"] else
                     "bench_step_quick.csv" if args.quick else "bench_step.csv")
     out = args.out or HERE / "results" / default_name
-    with pyro.validation_enabled(not args.no_pyro_validation):
-        frame = run(args.models, args.configs, quick=args.quick, size=args.size, reps=args.reps, warmup=args.warmup,
-                    estimator=args.estimator, device=args.device, out=out, min_time=args.min_time,
-                    with_unvalidated=args.with_unvalidated)
+    frame = run(args.models, args.configs, quick=args.quick, size=args.size, reps=args.reps, warmup=args.warmup,
+                estimator=args.estimator, device=args.device, out=out, min_time=args.min_time,
+                with_unvalidated=args.with_unvalidated, pyro_validation=args.pyro_validation)
     import pandas as pd
 
     with pd.option_context("display.width", 200, "display.max_columns", 20):

@@ -7,9 +7,9 @@
 #   then, with the GPU otherwise idle (these are timings):
 #   3. hier timing, MADE against each LSTM (bench_scaling.py --part hier --device cuda);
 #   4. Pyro's step against the hand-written torch step at the MIDI config (bench_step.py --device cuda),
-#      with Pyro's validation on (Pyro's default) and off (--no-pyro-validation);
-#   5. Pyro's fixed cost per step on the GPU (bench_step.py --configs micro --with-unvalidated: tiny
-#      models, overhead_ms = pyro_ms - torch_ms, with and without Pyro's validation);
+#      with Pyro's validation as the trainer's default (first step only) and at every step (always);
+#   5. Pyro's fixed cost per step on the GPU (bench_step.py --configs micro --pyro-validation always
+#      --with-unvalidated: tiny models, overhead_ms = pyro_ms - torch_ms, with and without Pyro's validation);
 #   6. one timed full-size step of every model (bench_fullsize.py --devices cuda).
 #
 # Usage:  bash benchmarks/run_gpu.sh [LOGDIR]      (default runs/gpu; CSVs go to benchmarks/results/)
@@ -70,10 +70,11 @@ timeout 100 $PY benchmarks/bench_step.py --device $DEVICE --configs midi ${MODEL
     --out benchmarks/results/bench_step_$DEVICE.csv 2>&1 | tee "$LOG/step.log"
 status+=("bench_step midi: rc=${PIPESTATUS[0]}")
 timeout 100 $PY benchmarks/bench_step.py --device $DEVICE --configs midi ${MODELS:+--models $MODELS} \
-    --no-pyro-validation --out benchmarks/results/bench_step_${DEVICE}_novalidation.csv 2>&1 | tee "$LOG/step_noval.log"
-status+=("bench_step midi, --no-pyro-validation: rc=${PIPESTATUS[0]}")
+    --pyro-validation always --out benchmarks/results/bench_step_${DEVICE}_always.csv 2>&1 | tee "$LOG/step_always.log"
+status+=("bench_step midi, --pyro-validation always: rc=${PIPESTATUS[0]}")
 
-timeout 90 $PY benchmarks/bench_step.py --device $DEVICE --configs micro --with-unvalidated --min-time 1 \
+timeout 90 $PY benchmarks/bench_step.py --device $DEVICE --configs micro --pyro-validation always --with-unvalidated \
+    --min-time 1 \
     ${MODELS:+--models $MODELS} --out benchmarks/results/bench_step_${DEVICE}_micro.csv 2>&1 | tee "$LOG/step_micro.log"
 status+=("bench_step micro (fixed cost): rc=${PIPESTATUS[0]}")
 

@@ -31,9 +31,8 @@ def test_bench_step_runs_two_repetitions_of_a_tiny_model(tmp_path):
         assert column in saved.columns
 
 
-def test_unvalidated_pyro_path_is_timed_beside_the_others(monkeypatch):
-    """``--with-unvalidated`` adds the Pyro step with validation off as a third interleaved path; it
-    really runs without Pyro's per-site checks, and the validated path still has them."""
+def _validation_states(monkeypatch) -> list:
+    """Whether Pyro's validation was on, per trace whose log-densities were computed, in order."""
     import pyro.poutine.trace_struct as trace_struct
 
     states = []
@@ -41,12 +40,31 @@ def test_unvalidated_pyro_path_is_timed_beside_the_others(monkeypatch):
     monkeypatch.setattr(trace_struct.Trace, "compute_log_prob",
                         lambda self, *a, **k: (states.append(trace_struct.is_validation_enabled()),
                                                original(self, *a, **k))[1])
+    return states
+
+
+def test_unvalidated_pyro_path_is_timed_beside_the_others(monkeypatch):
+    """``--with-unvalidated`` adds the Pyro step with validation off as a third interleaved path; it
+    really runs without Pyro's per-site checks, and the validated path (``--pyro-validation
+    always``) still has them."""
+    states = _validation_states(monkeypatch)
     frame = bench_step.run(["f-srnn"], ["midi"], size="tiny", reps=2, warmup=0, verbose=False,
-                           with_unvalidated=True)
+                           with_unvalidated=True, pyro_validation="always")
     row = frame.iloc[0]
     assert row["status"] == "ok" and row["pyro_noval_ms"] > 0
     assert row["ratio_noval"] == pytest.approx(row["pyro_noval_ms"] / row["torch_ms"])
     assert True in states and False in states
+
+
+def test_the_pyro_path_checks_its_first_step_only_by_default(monkeypatch):
+    """As the trainer (``--pyro-validation first``): the first Pyro step (a warm-up one) runs Pyro's
+    checks, the later ones do not, so the counted steady-state step reads nothing back."""
+    states = _validation_states(monkeypatch)
+    frame = bench_step.run(["f-rnn"], ["midi"], size="tiny", reps=3, warmup=1, verbose=False)
+    row = frame.iloc[0]
+    assert row["pyro_validation"] == "first" and row["host_reads_pyro"] == 0
+    # the loss-agreement check (validation as the caller left it: on in the tests), the first step, the rest
+    assert states[:2] == [True, True] and not any(states[2:]), states
 
 
 def test_min_time_adds_repetitions_to_fast_steps():
@@ -250,7 +268,8 @@ def test_host_reads_are_counted_per_path():
     """The step benchmark counts tensor reads back to the host (GPU synchronisations) per path: none
     in the hand-written loss, none in the package's trace loss with Pyro's validation off, some
     with it on (Pyro's NaN/inf checks)."""
-    frame = bench_step.run(["f-srnn"], ["midi"], size="tiny", reps=1, warmup=0, verbose=False, with_unvalidated=True)
+    frame = bench_step.run(["f-srnn"], ["midi"], size="tiny", reps=1, warmup=0, verbose=False, with_unvalidated=True,
+                           pyro_validation="always")
     row = frame.iloc[0]
     assert row["host_reads_torch"] == 0 and row["host_reads_pyro_noval"] == 0
     assert row["host_reads_pyro"] > 0
@@ -264,7 +283,8 @@ def test_micro_config_reports_the_fixed_cost_and_counts_tensor_ops():
     counted, so a regression that adds work per site shows here, without timing anything."""
     import math
 
-    frame = bench_step.run(["f-rnn"], ["micro"], reps=2, warmup=0, verbose=False, with_unvalidated=True)
+    frame = bench_step.run(["f-rnn"], ["micro"], reps=2, warmup=0, verbose=False, with_unvalidated=True,
+                           pyro_validation="always")
     row = frame.iloc[0]
     assert row["status"] == "ok" and row["size"] == "tiny"
     assert math.isnan(row["target"]) and not row["over_target"]
