@@ -189,3 +189,46 @@ def test_generic_guides_serve_the_other_latent_models_or_say_why_not(name):
         assert trace.nodes["z"]["value"].shape[-1] == model.latent_dim
         loss = Trace_ELBO().differentiable_loss(model, guide, make_batch("bernoulli", 4, lengths=(5, 3)))
         assert torch.isfinite(loss)
+
+
+def test_sequences_plate_is_the_full_plate_and_makes_no_tensor_when_entered_again():
+    """Every model and guide enters ``sequences_plate(batch)``: Pyro's ``plate("sequences", B)`` over
+    the whole batch (index ``arange(B)``, frame size B, scale 1, the same trace for model and guide),
+    whose index is made once per size and device, where a plain plate makes its index and a probe
+    tensor at every entry (on a GPU a kernel launch per plate and step)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from pyro_srnn.models.base import sequences_plate
+
+    class CountOps(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.calls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    batch = make_batch(lengths=(9, 6, 3))
+    model = tiny("vrnn")
+    guide = build_guide(None, model)
+    guide_trace = poutine.trace(guide).get_trace(batch, kl_scale=0.5)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(batch, kl_scale=0.5)
+    for trace, sites in ((guide_trace, ["z"]), (model_trace, ["z", "x"])):
+        assert torch.equal(trace.nodes["sequences"]["value"], torch.arange(3))
+        for name in sites:
+            frame, = trace.nodes[name]["cond_indep_stack"]
+            assert (frame.name, frame.size, frame.dim) == ("sequences", 3, -1)
+            assert trace.nodes[name]["fn"].batch_shape == (3,)
+    assert model_trace.nodes["x"]["scale"] == 1.0 and guide_trace.nodes["z"]["scale"] == 0.5  # KL annealing only
+
+    counts = []
+    for enter in (lambda: sequences_plate(batch), lambda: pyro.plate("sequences", batch.batch_size)):
+        with enter():  # a first entry (the helper's index may be made here)
+            pass
+        with CountOps() as ops:
+            with poutine.trace():
+                with enter():
+                    pass
+        counts.append(ops.calls)
+    assert counts[0] == 0 and counts[1] >= 1, counts

@@ -51,7 +51,7 @@ from torch.distributions import constraints
 from ..distributions import masked_sequence
 from ..heads import make_subset_head
 from ..nn import ForwardRNN, GaussianLayer
-from .base import SequenceGuide, SequenceModel, register_guide, register_model
+from .base import SequenceGuide, SequenceModel, register_guide, register_model, sequences_plate
 
 __all__ = ["DeltaSplit", "DeltaRNN", "DeltaSRNN", "DeltaGuide", "DeltaGaussianGuide", "TwoGroupStep"]
 
@@ -226,7 +226,7 @@ class DeltaSRNN(_DeltaBase):
     def forward(self, batch, kl_scale: float = 1.0):
         self.check_batch(batch)
         d = self.features(batch)
-        with pyro.plate("sequences", batch.batch_size):
+        with sequences_plate(batch):
             with poutine.scale(scale=kl_scale):
                 z = pyro.sample("z", masked_sequence(self.leak_distribution(d), batch.mask))
             self._check_binary_latent(z)
@@ -268,7 +268,7 @@ class DeltaGuide(SequenceGuide):
     def forward(self, batch, kl_scale: float = 1.0):
         xa = self.model.delta_split.leak(batch.targets)
         xa = xa * batch.mask.unsqueeze(-1)  # padded steps: a fixed value (their prior term is masked)
-        with pyro.plate("sequences", batch.batch_size):
+        with sequences_plate(batch):
             with poutine.scale(scale=kl_scale):
                 pyro.sample("z", dist.Delta(xa, event_dim=2))
 
@@ -300,6 +300,6 @@ class DeltaGaussianGuide(SequenceGuide):
     def forward(self, batch, kl_scale: float = 1.0):
         d = self.model.features(batch)
         loc, scale = self.net(torch.cat([d, batch.targets], dim=-1))
-        with pyro.plate("sequences", batch.batch_size):
+        with sequences_plate(batch):
             with poutine.scale(scale=kl_scale):
                 pyro.sample("z", masked_sequence(dist.Normal(loc, scale).to_event(1), batch.mask))

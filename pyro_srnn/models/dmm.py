@@ -33,7 +33,7 @@ from torch.nn import functional as F
 
 from ..distributions import SequenceNormal, masked_sequence
 from ..heads import make_head
-from .base import SequenceModel, register_model
+from .base import SequenceModel, register_model, sequences_plate
 from .linear_gaussian import kalman_log_likelihood
 
 __all__ = ["DMM", "GatedTransition"]
@@ -145,7 +145,7 @@ class DMM(SequenceModel):
 
     def forward(self, batch, kl_scale: float = 1.0):
         self.check_batch(batch)
-        with pyro.plate("sequences", batch.batch_size):
+        with sequences_plate(batch):
             with poutine.scale(scale=kl_scale):
                 z = pyro.sample("z", self.prior(batch))
             pyro.sample("x", masked_sequence(self.emission(z), batch.mask), obs=batch.targets)

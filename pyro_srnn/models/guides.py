@@ -29,7 +29,7 @@ from torch import nn
 
 from ..distributions import SequenceNormal
 from ..nn import BackwardRNN, GaussianLayer
-from .base import SequenceGuide, register_guide
+from .base import SequenceGuide, register_guide, sequences_plate
 
 __all__ = ["GenericGuide", "FilteringGuide", "SmoothingGuide", "MeanFieldGuide"]
 
@@ -58,7 +58,7 @@ class GenericGuide(SequenceGuide):
         return latent_view(batch) if latent_view is not None else batch
 
     def sample(self, view, q: SequenceNormal, kl_scale: float) -> None:
-        with pyro.plate("sequences", view.batch_size), poutine.scale(scale=kl_scale):
+        with sequences_plate(view), poutine.scale(scale=kl_scale):
             pyro.sample("z", q)
 
 

@@ -46,7 +46,7 @@ from ..data.batch import SequenceBatch
 from ..distributions import SequenceNormal, masked_sequence
 from ..heads import make_head
 from ..nn import BackwardRNN, ForwardRNN, GaussianLayer
-from .base import SequenceGuide, SequenceModel, register_guide, register_model
+from .base import SequenceGuide, SequenceModel, register_guide, register_model, sequences_plate
 from .lowlevel import LOW_LEVEL_FORMS, flatten_batch, make_low_level
 
 __all__ = ["SimplifiedSRNN", "FSRNN", "SRNNFlat", "SRNNHier", "SRNNPosterior", "srnn_torch_loss"]
@@ -145,7 +145,7 @@ class SimplifiedSRNN(SequenceModel):
         view = self.latent_view(batch)
         d = self.features(view)
         loc, scale = self.prior_net(d)
-        with pyro.plate("sequences", view.batch_size):
+        with sequences_plate(view):
             with poutine.scale(scale=kl_scale):
                 z = pyro.sample("z", SequenceNormal(loc, scale, mask=view.mask))
             o = self.emission(d, z)
@@ -331,7 +331,7 @@ class SRNNPosterior(SequenceGuide):
     def forward(self, batch, kl_scale: float = 1.0):
         view = self.model.latent_view(batch)
         loc, scale = self.posterior(view, self.model.features(view, refresh=True))
-        with pyro.plate("sequences", view.batch_size):
+        with sequences_plate(view):
             with poutine.scale(scale=kl_scale):
                 pyro.sample("z", SequenceNormal(loc, scale, mask=view.mask))
 

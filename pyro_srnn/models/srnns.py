@@ -55,7 +55,7 @@ from torch import nn
 from ..distributions import SequenceNormal, masked_sequence
 from ..heads import make_head
 from ..nn import BackwardRNN, ForwardRNN, GaussianLayer
-from .base import SequenceGuide, SequenceModel, register_guide, register_model
+from .base import SequenceGuide, SequenceModel, register_guide, register_model, sequences_plate
 
 __all__ = ["StepLSTM", "shift_right", "LatentRecurrence", "LatentSequenceModel", "STORN", "RecurrentLatentModel",
            "VRNN", "ZForcing", "FraccaroSRNN", "VRNNPosterior", "ZForcingPosterior", "FraccaroPosterior",
@@ -164,7 +164,7 @@ class STORN(LatentSequenceModel):
     def forward(self, batch, kl_scale: float = 1.0):
         self.check_batch(batch)
         zeros = batch.targets.new_zeros(self.latent_shape(batch))
-        with pyro.plate("sequences", batch.batch_size):
+        with sequences_plate(batch):
             with poutine.scale(scale=kl_scale):
                 z = pyro.sample("z", SequenceNormal(zeros, torch.ones_like(zeros), mask=batch.mask))
             h, _ = self.rnn(torch.cat([self.phi_x(batch.inputs), z], -1))
@@ -252,7 +252,7 @@ class RecurrentLatentModel(LatentSequenceModel):
 
     def forward(self, batch, kl_scale: float = 1.0):
         self.check_batch(batch)
-        with pyro.plate("sequences", batch.batch_size):
+        with sequences_plate(batch):
             with poutine.scale(scale=kl_scale):
                 z = pyro.sample("z", self.prior(batch))
             v = self.context(batch, z)
@@ -361,7 +361,7 @@ class RecurrentPosterior(SequenceGuide):
             return model.sample_path(batch, lambda t, v_t: net(torch.cat([v_t, side[:, t]], -1)))
 
         q = SequenceNormal(params_fn=params_fn, sampler=sampler, shape=model.latent_shape(batch), mask=batch.mask)
-        with pyro.plate("sequences", batch.batch_size), poutine.scale(scale=kl_scale):
+        with sequences_plate(batch), poutine.scale(scale=kl_scale):
             z = pyro.sample("z", q)
         self.share(batch, z, side)
 
@@ -443,7 +443,7 @@ class FraccaroSRNN(LatentSequenceModel):
 
     def forward(self, batch, kl_scale: float = 1.0):
         self.check_batch(batch)
-        with pyro.plate("sequences", batch.batch_size):
+        with sequences_plate(batch):
             with poutine.scale(scale=kl_scale):
                 z = pyro.sample("z", self.prior(batch))
             self.observe(batch, self.decoder(torch.cat([self.deterministic_for(batch, z), z], -1)))
@@ -509,7 +509,7 @@ class FraccaroPosterior(SequenceGuide):
 
         q = SequenceNormal(params_fn=lambda z: step(a, d, shift_right(z)), sampler=sampler,
                            shape=model.latent_shape(batch), mask=batch.mask)
-        with pyro.plate("sequences", batch.batch_size), poutine.scale(scale=kl_scale):
+        with sequences_plate(batch), poutine.scale(scale=kl_scale):
             z = pyro.sample("z", q)
         model.remember(batch, "d", z, d)  # the model's prior and emission read the same d_t
 
