@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--valid-max-batches", type=int, default=None)
     t.add_argument("--device", default="cpu", help="cpu or cuda")
     t.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    # the modes of pyro_srnn.train.PYRO_VALIDATION_MODES, spelt out: the parser imports no torch (tested equal)
     t.add_argument("--pyro-validation", choices=["always", "first", "off"], default="first",
                    help="Pyro's shape and per-site NaN/inf checks (each value check is a host-device sync on a "
                         "GPU): every step, the first training step and validation pass only (default), or never; "

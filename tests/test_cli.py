@@ -118,3 +118,14 @@ def test_cli_resume_equals_an_uninterrupted_run(tmp_path, capsys):
     b = load_checkpoint(tmp_path / "split" / "latest.pt")
     assert a["train_config"]["pyro_validation"] == "always" and b["train_config"]["pyro_validation"] == "off"
     assert all(torch.equal(a["model_state"][k], b["model_state"][k]) for k in a["model_state"])
+
+
+def test_pyro_validation_choices_are_the_trainers_modes():
+    from pyro_srnn.cli import build_parser
+    from pyro_srnn.train import PYRO_VALIDATION_MODES, TrainConfig
+
+    train = next(a for a in build_parser()._actions if a.dest == "command").choices["train"]
+    option = next(a for a in train._actions if "--pyro-validation" in a.option_strings)
+    assert tuple(option.choices) == PYRO_VALIDATION_MODES and option.default == TrainConfig().pyro_validation
+    args = train.parse_args(["--no-pyro-validation"])
+    assert args.pyro_validation == "off"

@@ -45,6 +45,7 @@ __all__ = [
     "WIDTH_KEYS", "scale_widths", "sequences_plate",
 ]
 
+
 def sequences_plate(batch) -> pyro.plate:
     """``pyro.plate("sequences", B)`` over the rows of ``batch``, the one plate of every model and guide.
 
