@@ -85,9 +85,19 @@ except ImportError:  # an older revision (compare_revisions.sh): its trainer's o
     def make_optimizer(params, lr):
         return torch.optim.Adam(params, lr=lr)
 try:
-    from pyro_srnn.train import PYRO_VALIDATION_MODES  # noqa: E402
-except ImportError:  # an older revision: validation was on or off for every step
+    from pyro_srnn.train import PYRO_VALIDATION_MODES, PyroChecks  # noqa: E402
+except ImportError:  # an older revision (compare_revisions.sh), before the trainer's validation modes
     PYRO_VALIDATION_MODES = ("always", "first", "off")
+
+    class PyroChecks:  # the trainer's, for its training steps
+        def __init__(self, mode):
+            self.mode, self.pending = mode, mode == "first"
+
+        def on(self, what):
+            return self.mode == "always" or self.pending
+
+        def done(self, what):
+            self.pending = False
 
 from _torch_losses import TORCH_LOSSES  # noqa: E402
 
@@ -331,13 +341,13 @@ def bench_model(name: str, config_name: str, config: dict, *, size: str, reps: i
     lp, lt = check_losses_agree(model, guide, elbo_module, torch_loss, batch, kl_scale)
     row["loss_pyro"], row["loss_torch"] = lp, lt
 
-    unchecked = [pyro_validation == "first"]  # as the trainer: Pyro's checks on its first step only
+    checks = PyroChecks(pyro_validation)  # as the trainer ("first": Pyro's checks on the first step only)
 
     def pyro_step_loss(b, s):
-        checks = pyro_validation == "always" or unchecked[0]
-        unchecked[0] = False
-        with pyro.validation_enabled(checks):
-            return elbo_module(b, kl_scale=s)
+        with pyro.validation_enabled(checks.on("step")):
+            loss = elbo_module(b, kl_scale=s)
+        checks.done("step")
+        return loss
 
     runners = {
         "pyro": StepRunner(model, guide, pyro_step_loss, params),

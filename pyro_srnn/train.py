@@ -38,7 +38,7 @@ from .models import build_guide, build_model
 from .models.base import SequenceGuide, SequenceModel, model_from_config, GUIDES
 
 __all__ = ["TrainConfig", "Trainer", "TrainingDiverged", "train", "make_optimizer", "STUDY_BATCH_SIZE",
-           "study_increment", "PYRO_VALIDATION_MODES", "pyro_validation_mode"]
+           "study_increment", "PYRO_VALIDATION_MODES", "pyro_validation_mode", "PyroChecks"]
 
 #: study batch sizes per domain (SPEC §5)
 STUDY_BATCH_SIZE = {"midi": 16, "speech": 32, "handwriting": 32}
@@ -107,6 +107,22 @@ def pyro_validation_mode(value) -> str:
     if value not in PYRO_VALIDATION_MODES:
         raise ValueError(f"pyro_validation must be one of {', '.join(PYRO_VALIDATION_MODES)}; got {value!r}")
     return value
+
+
+class PyroChecks:
+    """Whether Pyro's validation runs for the next pass of a kind (``"step"``, ``"validation pass"``)
+    under a :data:`PYRO_VALIDATION_MODES` mode: always, never, or (``"first"``) until :meth:`done`
+    was called for that kind — a pass that fails is checked again."""
+
+    def __init__(self, mode):
+        self.mode = pyro_validation_mode(mode)
+        self._done: set[str] = set()
+
+    def on(self, what: str) -> bool:
+        return self.mode == "always" or (self.mode == "first" and what not in self._done)
+
+    def done(self, what: str) -> None:
+        self._done.add(what)
 
 
 def _rng_state() -> dict:
@@ -190,13 +206,7 @@ class Trainer:
         self.step = 0
         self.best_valid = math.inf
         self.history: list[dict] = []
-        # what Pyro's validation still has to see in this process ("first": one step, one pass)
-        self._unchecked = {"step", "validation pass"} if config.pyro_validation == "first" else set()
-
-    def _pyro_checks(self, what: str) -> bool:
-        """Whether Pyro's validation is on for the next training step or validation pass (``what``)."""
-        mode = self.config.pyro_validation
-        return mode == "always" or (mode == "first" and what in self._unchecked)
+        self.pyro_checks = PyroChecks(config.pyro_validation)  # per process: a resumed run checks again
 
     @staticmethod
     def model_chunk_len(spec: DataSpec) -> int | None:
@@ -248,7 +258,7 @@ class Trainer:
         self.model.train()
         self.guide.train()
         kl_scale = self.kl_schedule(self.step)
-        with pyro.validation_enabled(self._pyro_checks("step")):  # its backward hooks are made here
+        with pyro.validation_enabled(self.pyro_checks.on("step")):  # its backward hooks are made here
             loss = self.loss_fn(batch, kl_scale=kl_scale)
         # the batch's counts are host integers (counted on the CPU before it moved); the loss and
         # reconstruction stay on the device until after backward and clipping, where one read
@@ -286,7 +296,7 @@ class Trainer:
                 + (f" (Pyro's checks of that batch: {found})" if found else "")
                 + f"; training stopped, the last good checkpoint is {self.out / 'latest.pt'}"
             )
-        self._unchecked.discard("step")
+        self.pyro_checks.done("step")
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         lr = self.optimizer.param_groups[0]["lr"]
@@ -323,11 +333,11 @@ class Trainer:
 
     def validate(self) -> float:
         cfg = self.config
-        with pyro.validation_enabled(self._pyro_checks("validation pass")):
+        with pyro.validation_enabled(self.pyro_checks.on("validation pass")):
             result = evaluate_chunks(self.model, self.guide, self.valid_chunks, self.dataset.spec,
                                      estimator=cfg.estimator, batch_size=cfg.eval_batch_size,
                                      device=self.device, max_batches=cfg.valid_max_batches, seed=cfg.seed)
-        self._unchecked.discard("validation pass")
+        self.pyro_checks.done("validation pass")
         return result["value"]
 
     def fit(self) -> dict:
