@@ -19,6 +19,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -314,9 +315,7 @@ class Trainer:
 
         Used when a step's loss or gradient norm is not finite, so that every validation mode
         names the site; the gradients it leaves are cleared. Local to this process (no collective)."""
-        import warnings
-
-        found: list[str] = []
+        errors: list[str] = []
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
@@ -324,12 +323,11 @@ class Trainer:
                     loss = self.loss_fn(batch, kl_scale=kl_scale)
                 loss.backward()  # the hooks Pyro's checks put on each site's log-density
             except (ValueError, RuntimeError) as e:  # e.g. a distribution's argument check
-                found.append(f"{type(e).__name__}: {e}")
+                errors.append(f"{type(e).__name__}: {e}")
             finally:
                 self.optimizer.zero_grad(set_to_none=True)
-        messages = [str(w.message) for w in caught if str(w.message).startswith("Encountered")]
-        found[:0] = list(dict.fromkeys(messages))  # first seen first, each once
-        return "; ".join(found)
+        found = dict.fromkeys(str(w.message) for w in caught if str(w.message).startswith("Encountered"))
+        return "; ".join([*found, *errors])  # Pyro's findings first seen first, each once
 
     def validate(self) -> float:
         cfg = self.config
