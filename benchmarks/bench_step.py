@@ -33,7 +33,7 @@ standard-normal audio):
   speech preset at half width (``speech@0.5``, about a quarter of the weights; the study's
   17M-parameter models take 1.3-3.4 s a step on 2 cores, the half-width ones 0.2-0.7 s), and
   the ``small`` preset for the flat and hier models (an LSTM step per value: even at 1/8 of the
-  study's width their step takes 2-3 s). ``--quick``: ``small`` for every model.
+  study's width their step takes 2-3 s). ``--quick``: ``small`` (flat and hier: ``small@0.5``).
 
 and, not timed by default (no ratio target):
 
@@ -44,13 +44,17 @@ and, not timed by default (no ratio target):
 
 Flat models (``*-flat``: one LSTM step per value) run over ``T · L`` values; they use
 ``flat_T`` steps instead (speech 10 steps = 2000 samples, the study's flat chunk;
-MIDI 20 steps = 1760 keys) so one step stays within seconds on 2 cores; ``--quick`` uses
-``quick_flat_T`` (speech 2 steps = 400 samples, MIDI 5 steps = 440 keys).
+MIDI 20 steps = 1760 keys) so one step stays within seconds on 2 cores. ``--quick`` gives
+the models with an LSTM step per value (flat) or per position (hier) fewer values, so that
+the whole run stays under 3 minutes on 2 cores: flat ``quick_flat_T`` (speech 2 steps = 400
+samples, MIDI 3 steps = 264 keys), hier ``quick_hier_T`` (speech 10, MIDI 25 steps), and at
+speech the ``small`` preset at half width (``small@0.5``; at full ``small`` width one SRNN-flat
+step over 400 samples takes 1.6 s).
 
 Usage::
 
     python benchmarks/bench_step.py             # full: reps 15, study MIDI presets, half-width speech
-    python benchmarks/bench_step.py --quick     # every model, small sizes, reps 10
+    python benchmarks/bench_step.py --quick     # every model, small sizes, reps 10, < 3 min
     python benchmarks/bench_step.py --models f-rnn vrnn --configs midi
 
 Writes ``benchmarks/results/bench_step[_quick].csv`` (replacing the rows of the models and
@@ -103,12 +107,13 @@ from _torch_losses import TORCH_LOSSES  # noqa: E402
 
 CONFIGS = {
     "midi": dict(batch=16, T=100, L=88, family="bernoulli", domain="midi", size="midi", quick_size="small",
-                 flat_T=20, quick_flat_T=5),
+                 flat_T=20, quick_flat_T=3, quick_hier_T=25),
     # the study's speech models at half width (a quarter of the weights); models with an LSTM over
     # every value (flat, hier) keep their ``small`` preset: at 1/8 of the study's width a step
     # still takes 2-3 s on 2 cores (200 or 2000 sequential LSTM steps)
     "speech": dict(batch=32, T=40, L=200, family="gaussian", domain="speech", size="speech@0.5",
-                   per_value_size="small", quick_size="small", flat_T=10, quick_flat_T=2),
+                   per_value_size="small", quick_size="small", quick_per_value_size="small@0.5", flat_T=10,
+                   quick_flat_T=2, quick_hier_T=10),
     # Pyro's fixed cost per step (``overhead_ms``): tiny presets on a batch of 2 × 4 steps × 8 values,
     # so the tensor work is a few hundred µs and the rest is Python per sample site. Not one of
     # issue #8's ratio configurations (no target: a ratio of two near-empty steps means little);
@@ -200,13 +205,26 @@ def fresh(batch: SequenceBatch) -> SequenceBatch:
 
 # ---------------------------------------------------------------- steps
 
+def _per_value(name: str) -> bool:
+    """An LSTM step per value (flat) or per position within a step (hier)."""
+    return name.endswith(("-flat", "-hier"))
+
+
 def preset_size(name: str, config: dict, quick: bool = False) -> str:
     """The model size a configuration uses for model ``name``."""
     if quick:
-        return config["quick_size"]
-    if name.endswith(("-flat", "-hier")):  # an LSTM step per value (flat) or per position (hier)
-        return config.get("per_value_size", config["size"])
-    return config["size"]
+        return config.get("quick_per_value_size", config["quick_size"]) if _per_value(name) else config["quick_size"]
+    return config.get("per_value_size", config["size"]) if _per_value(name) else config["size"]
+
+
+def model_config(name: str, config: dict, quick: bool = False) -> dict:
+    """The configuration model ``name`` runs at: flat models over ``flat_T`` steps (``quick_flat_T``
+    with ``--quick``), hier models over ``quick_hier_T`` steps with ``--quick``, others as given."""
+    if name.endswith("-flat"):
+        return dict(config, T=config["quick_flat_T" if quick else "flat_T"])
+    if quick and name.endswith("-hier") and "quick_hier_T" in config:
+        return dict(config, T=config["quick_hier_T"])
+    return config
 
 
 def latent_is_sequential(model, guide, batch) -> bool:
@@ -317,8 +335,7 @@ def bench_model(name: str, config_name: str, config: dict, *, size: str, reps: i
                 estimator: str = "trace", device: str = "cpu", seed: int = 0, quick: bool = False,
                 min_time: float = 0.0, max_reps: int = 200, with_unvalidated: bool = False,
                 pyro_validation: str = "first") -> dict:
-    if name.endswith("-flat"):
-        config = dict(config, T=config["quick_flat_T" if quick else "flat_T"])
+    config = model_config(name, config, quick)
     spec = make_spec(config)
     pyro.set_rng_seed(seed)
     model = build_model(name, spec, size).to(device)

@@ -172,7 +172,19 @@ def test_reduced_speech_config_is_the_half_width_study_model_except_per_value_mo
     assert bench_step.preset_size("vrnn", speech) == "speech@0.5"
     assert bench_step.preset_size("rnn-hier", speech) == bench_step.preset_size("srnn-flat", speech) == "small"
     assert bench_step.preset_size("rnn-hier", midi) == bench_step.preset_size("vrnn", midi) == "midi"
-    assert {bench_step.preset_size(n, c, quick=True) for n in ("vrnn", "rnn-flat") for c in (speech, midi)} == {"small"}
+    assert {bench_step.preset_size(n, c, quick=True) for n in ("vrnn", "rnn-flat") for c in (speech, midi)} \
+        == {"small", "small@0.5"}
+    assert bench_step.preset_size("rnn-flat", speech, quick=True) == "small@0.5"
+
+
+def test_quick_runs_give_the_per_value_models_fewer_values():
+    """--quick must stay under 3 minutes on 2 cores (issue #8): flat and hier models, an LSTM step per
+    value or position, run over fewer steps than in the full run; the others keep the configuration's."""
+    for config in (bench_step.CONFIGS["midi"], bench_step.CONFIGS["speech"]):
+        full = {n: bench_step.model_config(n, config)["T"] for n in ("vrnn", "rnn-hier", "srnn-flat")}
+        quick = {n: bench_step.model_config(n, config, quick=True)["T"] for n in ("vrnn", "rnn-hier", "srnn-flat")}
+        assert full["vrnn"] == quick["vrnn"] == full["rnn-hier"] == config["T"]
+        assert quick["rnn-hier"] < full["rnn-hier"] and 2 <= quick["srnn-flat"] < full["srnn-flat"]
 
 
 def test_bench_mixture_checks_the_three_densities_agree_and_times_them(tmp_path):
