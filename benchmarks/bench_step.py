@@ -58,7 +58,8 @@ Usage::
     python benchmarks/bench_step.py --models f-rnn vrnn --configs midi
 
 Writes ``benchmarks/results/bench_step[_quick].csv`` (replacing the rows of the models and
-configurations it ran, keeping the others) and prints the table.
+configurations it ran, keeping the others) and a plot of the whole table beside it (same name,
+``.png``), and prints the table.
 """
 from __future__ import annotations
 
@@ -467,8 +468,65 @@ def run(models=None, configs=None, *, quick=False, size=None, reps=None, warmup=
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         # rows of models / configs not re-run stay (e.g. `--configs speech` keeps the MIDI rows)
-        save_merged(frame, out, ["model", "config"])
+        table = save_merged(frame, out, ["model", "config"])
+        plot(table, out.with_suffix(".png"))
     return frame
+
+
+def plot(table, path) -> None:
+    """One panel per configuration, one row per model: the bar is the median ratio (from 1, red when
+    over the model's target), the dot and whiskers the paired ratio and its inter-quartile range, the
+    tick the target. Configurations without a target (``micro``) show Pyro's fixed cost per step,
+    ``overhead_ms``, instead."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = table[table["status"] == "ok"] if "status" in table else table
+    configs = list(dict.fromkeys(table["config"]))
+    if not configs:
+        return
+    height = 1.6 + 0.3 * max(len(table[table["config"] == c]) for c in configs)
+    legend = None
+    fig, axes = plt.subplots(1, len(configs), figsize=(6 * len(configs), height), squeeze=False)
+    for ax, config in zip(axes[0], configs):
+        rows = table[table["config"] == config].sort_values("model", ascending=False)
+        y = list(range(len(rows)))
+        first = rows.iloc[0]
+        threads = first.get("threads")
+        where = (first.get("gpu") if isinstance(first.get("gpu"), str) else
+                 f"{first.get('cpu')}, {threads} thread{'' if threads == 1 else 's'}")
+        if rows["target"].notna().any():
+            over = rows["ratio"] > rows["target"]
+            ax.barh(y, rows["ratio"] - 1.0, left=1.0, color=["tab:red" if o else "tab:blue" for o in over], alpha=0.5,
+                    label="median ratio")
+            if "paired_ratio" in rows:
+                ax.errorbar(rows["paired_ratio"], y, fmt="o", color="k", ms=3, lw=1, label="paired ratio (IQR)",
+                            xerr=[rows["paired_ratio"] - rows["paired_ratio_q1"],
+                                  rows["paired_ratio_q3"] - rows["paired_ratio"]])
+            ax.scatter(rows["target"], y, marker="|", s=150, color="tab:red", label="target")
+            ax.axvline(1.0, color="grey", lw=0.8)
+            ax.set_xlabel("Pyro step / hand-written torch step")
+            legend = ax.get_legend_handles_labels()
+        elif "overhead_noval_ms" in rows and rows["overhead_noval_ms"].notna().any():  # --with-unvalidated
+            mode = rows["pyro_validation"].iloc[0] if "pyro_validation" in rows else "first"
+            ax.barh([i + 0.2 for i in y], rows["overhead_ms"], height=0.4, color="tab:blue", alpha=0.5,
+                    label=f"Pyro's validation: {mode}")
+            ax.barh([i - 0.2 for i in y], rows["overhead_noval_ms"], height=0.4, color="tab:green", alpha=0.5,
+                    label="Pyro's validation off")
+            ax.set_xlabel("Pyro step − torch step (ms): Pyro's fixed cost")
+            ax.legend(fontsize=7)
+        else:
+            ax.barh(y, rows["overhead_ms"], color="tab:blue", alpha=0.5)
+            ax.set_xlabel("Pyro step − torch step (ms): Pyro's fixed cost")
+        ax.set_yticks(y, [f"{m} / {g}" for m, g in zip(rows["model"], rows["guide"])], fontsize=8)
+        ax.set_title(f"{config} ({where})", fontsize=9)
+    fig.tight_layout(rect=(0, 0.06 if legend else 0, 1, 1))
+    if legend:  # once, below the panels, where it hides no row
+        fig.legend(*legend, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 
 def main(argv=None):
@@ -495,7 +553,14 @@ def main(argv=None):
     p.add_argument("--with-unvalidated", action="store_true",
                    help="also time the Pyro step with Pyro's validation off, interleaved with the other two "
                         "(columns pyro_noval_ms, ratio_noval)")
+    p.add_argument("--replot", metavar="CSV", default=None,
+                   help="only draw the plot of an existing results CSV (beside it, .png) and exit")
     args = p.parse_args(argv)
+    if args.replot:
+        import pandas as pd
+
+        plot(pd.read_csv(args.replot), Path(args.replot).with_suffix(".png"))
+        return None
     if args.threads:
         torch.set_num_threads(args.threads)
     default_name = ("bench_step_micro.csv" if args.configs == ["micro"] else

@@ -29,6 +29,20 @@ def test_bench_step_runs_two_repetitions_of_a_tiny_model(tmp_path):
     for column in ("model", "guide", "config", "pyro_ms", "torch_ms", "ratio", "paired_ratio", "target", "cpu",
                    "torch"):
         assert column in saved.columns
+    assert (tmp_path / "step.png").stat().st_size > 0  # the plot of the table, beside it
+
+
+def test_plot_draws_ratio_and_fixed_cost_panels(tmp_path):
+    """A table with a target configuration and the micro one (no target: overhead bars) plots both."""
+    rows = [dict(model=m, guide="none", config=c, status="ok", ratio=r, paired_ratio=r, paired_ratio_q1=r - 0.01,
+                 paired_ratio_q3=r + 0.01, target=t, overhead_ms=o, cpu="AMD EPYC", threads=2)
+            for m, c, r, t, o in [("f-rnn", "midi", 1.02, 1.05, 1.0), ("vrnn", "midi", 1.2, 1.15, 3.0),
+                                  ("f-rnn", "micro", 1.4, float("nan"), 0.7)]]
+    bench_step.plot(pd.DataFrame(rows), tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 0
+    micro = pd.DataFrame(rows[2:]).assign(overhead_noval_ms=0.5, pyro_validation="always")  # --with-unvalidated
+    bench_step.plot(micro, tmp_path / "micro.png")
+    assert (tmp_path / "micro.png").stat().st_size > 0
 
 
 def _validation_states(monkeypatch) -> list:
