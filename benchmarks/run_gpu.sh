@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU check of issue #8 in one go, on a machine with one CUDA device (about 8 minutes on an H200):
+# Every GPU check of issue #8 in one go, on a machine with one CUDA device (about 10 minutes on an H200):
 #
 #   1. the CUDA tests (tests/test_cuda.py, the CUDA cases of tests/test_latent_models.py), while
 #   2. the hier NLL runs train on the GPU (rnn-hier and srnn-hier, MADE against LSTM low levels of
@@ -10,7 +10,9 @@
 #      with Pyro's validation as the trainer's default (first step only) and at every step (always);
 #   5. Pyro's fixed cost per step on the GPU (bench_step.py --configs micro --pyro-validation always
 #      --with-unvalidated: tiny models, overhead_ms = pyro_ms - torch_ms, with and without Pyro's validation);
-#   6. one timed full-size step of every model (bench_fullsize.py --devices cuda).
+#   6. whether a CUDA graph of the whole step removes Pyro's fixed cost (bench_graphs.py: eager against
+#      captured step, Pyro and torch paths, for the launch-bound models; a measurement, not a trainer feature);
+#   7. one timed full-size step of every model (bench_fullsize.py --devices cuda).
 #
 # Usage:  bash benchmarks/run_gpu.sh [LOGDIR]      (default runs/gpu; CSVs go to benchmarks/results/)
 # Each part has its own time limit and runs even when an earlier one failed; the summary at the
@@ -77,6 +79,10 @@ timeout 90 $PY benchmarks/bench_step.py --device $DEVICE --configs micro --pyro-
     --min-time 1 \
     ${MODELS:+--models $MODELS} --out benchmarks/results/bench_step_${DEVICE}_micro.csv 2>&1 | tee "$LOG/step_micro.log"
 status+=("bench_step micro (fixed cost): rc=${PIPESTATUS[0]}")
+
+timeout 150 $PY benchmarks/bench_graphs.py --device $DEVICE --reps 15 --timeout 60 ${MODELS:+--models $MODELS} \
+    2>&1 | tee "$LOG/graphs.log"
+status+=("bench_graphs (CUDA graph of a whole step): rc=${PIPESTATUS[0]}")
 
 timeout 130 $PY benchmarks/bench_fullsize.py --devices $DEVICE --reps 3 ${MODELS:+--models $MODELS} 2>&1 | tee "$LOG/fullsize.log"
 status+=("bench_fullsize: rc=${PIPESTATUS[0]}")

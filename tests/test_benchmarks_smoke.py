@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pyro
 import pytest
 import torch
 
@@ -358,3 +359,63 @@ def test_optimizer_benchmark_checks_the_implementations_agree(tmp_path):
     assert row["model"] == "f-rnn" and row["tensors"] > 0 and len(frame) == 1
     assert row["default_ms"] > 0 and row["fused_ms"] > 0
     assert row["fused_speedup"] == pytest.approx(row["default_ms"] / row["fused_ms"])
+
+
+def _one_step_params(step: str) -> list:
+    config = bench_step.CONFIGS["micro"]
+    pyro.set_rng_seed(0)
+    model = bench_step.build_model("f-srnn", bench_step.make_spec(config), "tiny")
+    guide = bench_step.build_guide(None, model)
+    elbo = bench_step.make_elbo("trace")(model, guide)
+    params = [p for p in elbo.parameters() if p.requires_grad]
+    batch = bench_step.synthetic_batch(config)
+    loss_fn = lambda b, s: elbo(b, kl_scale=s)  # noqa: E731
+    torch.manual_seed(1)
+    if step == "runner":
+        bench_step.StepRunner(model, guide, loss_fn, params).step(batch, 0.5)
+    else:
+        import bench_graphs
+
+        optimizer = bench_step.make_optimizer(params, lr=1e-3)
+        bench_graphs.static_step(loss_fn, params, optimizer, batch, 0.5, batch.num_scored_values)
+    return [p.detach().clone() for p in params]
+
+
+def test_the_step_bench_graphs_captures_is_the_benchmarked_step():
+    """bench_graphs.static_step (what a CUDA graph can hold: nothing read back) updates the parameters
+    exactly as bench_step's timed step, here on the CPU; only the capture itself needs a GPU."""
+    runner, static = _one_step_params("runner"), _one_step_params("static")
+    assert len(runner) == len(static) > 0
+    assert all(torch.equal(a, b) for a, b in zip(runner, static))
+    assert not all(torch.equal(a, b) for a, b in zip(runner, _initial_params()))  # the step moved them
+
+
+def _initial_params() -> list:
+    config = bench_step.CONFIGS["micro"]
+    pyro.set_rng_seed(0)
+    model = bench_step.build_model("f-srnn", bench_step.make_spec(config), "tiny")
+    guide = bench_step.build_guide(None, model)
+    return [p.detach().clone() for p in bench_step.make_elbo("trace")(model, guide).parameters() if p.requires_grad]
+
+
+def test_bench_graphs_says_it_needs_cuda_and_measures_nothing(tmp_path, capsys):
+    import bench_graphs
+
+    out = tmp_path / "graphs.csv"
+    with pytest.raises(SystemExit) as stop:
+        bench_graphs.main(["--device", "cpu", "--models", "f-rnn", "--out", str(out)])
+    assert stop.value.code == 2 and "needs a CUDA device" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_bench_graphs_rows_on_a_cpu_have_the_eager_times_and_the_failed_capture():
+    """The measurement's plumbing without a GPU: both paths' eager steps are timed (same model, so the
+    same loss scale), the capture is recorded as what stopped it, and no graph ratio is made up."""
+    import bench_graphs
+
+    rows = bench_graphs.measure("f-rnn", reps=1, warmup=0, device="cpu")
+    assert [r["path"] for r in rows] == ["pyro", "torch"]
+    for r in rows:
+        assert r["eager_ms"] > 0 and r["capture"] != "ok" and "graph_ms" not in r and "ratio_graph" not in r
+        assert r["ratio_eager"] == pytest.approx(rows[0]["eager_ms"] / rows[1]["eager_ms"])
+    assert rows[0]["loss_eager"] == pytest.approx(rows[1]["loss_eager"], rel=0.05)

@@ -1,0 +1,205 @@
+"""Would a CUDA graph of the whole training step remove Pyro's fixed cost on a GPU? (issue #8)
+
+On a GPU the steps of the smaller MIDI models (8–28 ms on an H200) are launch-bound: the host's
+Python decides the step time, and Pyro's share of it — tracing guide and model, sample sites, the
+plate: 0.6–1.7 ms per step on the build machine's CPU (``bench_step_micro.csv``) — put seven models
+over the 1.05 target in ``bench_step_cuda.csv``. A CUDA graph replays the kernels of a captured
+step without running any Python, so each path would cost only its kernels. This script measures
+whether the step can be captured and what it then costs, per model, at ``bench_step.py``'s MIDI
+configuration (the study's MIDI presets, batch 16 × 100 steps × 88 keys; flat models over 20 steps):
+
+* **eager** — the step as ``bench_step.py`` times it (loss, backward of ``loss / values``,
+  ``clip_grad_norm_``, fused Adam), Pyro's validation off (the trainer's steps after its first);
+* **graph** — the same step (:func:`static_step`: no read back to the host) captured once with
+  ``torch.cuda.graph`` after 3 warm-up steps on a side stream, with Adam ``capturable=True``, and
+  replayed; the batch, KL scale and value count are fixed at capture (a trainer would copy each
+  batch into the captured input tensors and keep the KL scale on the device).
+
+for the Pyro path and the hand-written torch path of ``benchmarks/_torch_losses.py`` alike, each
+model in its own process (a failed capture can leave the CUDA context unusable). Columns:
+``model, guide, path, eager_ms, graph_ms, graph_speedup, capture`` (``ok`` or the error), the
+median losses of both forms (different noise, the same distribution: similar values), and per
+model ``ratio_eager`` / ``ratio_graph`` = Pyro / torch. A measurement of a design option, not a
+feature of the trainer. Needs CUDA: without it the script says so and exits with status 2.
+
+Usage::
+
+    python benchmarks/bench_graphs.py                      # the 7 launch-bound models of bench_step_cuda.csv
+    python benchmarks/bench_graphs.py --models f-rnn vrnn --reps 30
+
+Writes ``benchmarks/results/bench_graphs_cuda.csv`` and prints the table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import pyro  # noqa: E402
+
+import bench_step  # noqa: E402
+from _torch_losses import TORCH_LOSSES  # noqa: E402
+
+#: the models whose eager step on an H200 was 8–28 ms and over target (bench_step_cuda.csv, 2026-11-26)
+LAUNCH_BOUND = ("delta-rnn", "delta-srnn", "f-rnn", "f-srnn", "rnn-hier", "srnn-hier", "storn")
+
+
+def static_step(loss_fn, params, optimizer, batch, kl_scale: float, num_values: int) -> torch.Tensor:
+    """One training step that reads nothing back to the host, so a CUDA graph can hold it: the step of
+    ``bench_step.StepRunner`` (and of the trainer) without its read of the loss. The gradients are
+    left in place (a captured step's backward writes them anew at every replay; eager callers clear
+    them)."""
+    loss = loss_fn(bench_step.fresh(batch), kl_scale)
+    (loss / max(num_values, 1)).backward()
+    torch.nn.utils.clip_grad_norm_(params, bench_step.CLIP_NORM)
+    optimizer.step()
+    return loss.detach()
+
+
+def _timed(fn, device) -> float:
+    bench_step._sync(device)
+    t0 = time.perf_counter()
+    fn()
+    bench_step._sync(device)
+    return time.perf_counter() - t0
+
+
+def measure(name: str, reps: int = 20, warmup: int = 3, device: str = "cuda") -> list[dict]:
+    """Eager and captured step of model ``name`` (default guide), Pyro path and torch path. (On a CPU
+    the eager rows are measured and the capture is recorded as failed: CUDA graphs need CUDA.)"""
+    config = bench_step.model_config(name, bench_step.CONFIGS["midi"])
+    size = bench_step.preset_size(name, config)
+    pyro.set_rng_seed(0)
+    model = bench_step.build_model(name, bench_step.make_spec(config), size).to(device)
+    guide = bench_step.build_guide(None, model).to(device)
+    batch = bench_step.synthetic_batch(config, 0, device)
+    torch_loss = TORCH_LOSSES[(name, guide.name)]
+    elbo = bench_step.make_elbo("trace")(model, guide)
+    params = [p for p in elbo.parameters() if p.requires_grad]
+    kl_scale = 0.5 if model.has_latent else 1.0
+    num_values = batch.num_scored_values
+    paths = {"pyro": lambda b, s: elbo(b, kl_scale=s),
+             "torch": lambda b, s: torch_loss(model, guide, b, s)}
+    pyro.enable_validation(False)  # the trainer's steps after its first (--pyro-validation first)
+    model.train()
+    guide.train()
+    rows = []
+    for path, loss_fn in paths.items():
+        row = {"model": name, "guide": guide.name, "path": path, "size": size, "T": config["T"]}
+        eager_opt = bench_step.make_optimizer(params, lr=1e-3)
+
+        def eager_step():
+            loss = static_step(loss_fn, params, eager_opt, batch, kl_scale, num_values)
+            eager_opt.zero_grad(set_to_none=True)
+            return loss
+
+        eager_losses, eager_times = [], []
+        for i in range(warmup + reps):
+            out = []
+            t = _timed(lambda: out.append(eager_step()), device)
+            if i >= warmup:
+                eager_times.append(t)
+                eager_losses.append(float(out[0]))
+        row["eager_ms"] = 1e3 * statistics.median(eager_times)
+        row["loss_eager"] = statistics.median(eager_losses)
+        try:
+            graph_opt = torch.optim.Adam(params, lr=1e-3, fused=True, capturable=True)
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):  # warm-up outside the graph: allocator, cuDNN plans, Adam's state
+                for _ in range(3):
+                    static_step(loss_fn, params, graph_opt, batch, kl_scale, num_values)
+                    graph_opt.zero_grad(set_to_none=True)
+            torch.cuda.current_stream(device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_loss = static_step(loss_fn, params, graph_opt, batch, kl_scale, num_values)
+            graph_losses, graph_times = [], []
+            for i in range(warmup + reps):
+                t = _timed(graph.replay, device)
+                if i >= warmup:
+                    graph_times.append(t)
+                    graph_losses.append(float(static_loss))
+            row["graph_ms"] = 1e3 * statistics.median(graph_times)
+            row["loss_graph"] = statistics.median(graph_losses)
+            row["graph_speedup"] = row["eager_ms"] / row["graph_ms"]
+            row["capture"] = "ok"
+            del graph
+        except Exception as e:  # noqa: BLE001 — what stops a capture is the finding
+            row["capture"] = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+        for p in params:
+            p.grad = None
+        rows.append(row)
+    by_path = {r["path"]: r for r in rows}
+    for r in rows:
+        r["ratio_eager"] = by_path["pyro"]["eager_ms"] / by_path["torch"]["eager_ms"]
+        if "graph_ms" in by_path["pyro"] and "graph_ms" in by_path["torch"]:
+            r["ratio_graph"] = by_path["pyro"]["graph_ms"] / by_path["torch"]["graph_ms"]
+    return rows
+
+
+def main(argv=None):
+    import pandas as pd
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="*", default=list(LAUNCH_BOUND))
+    p.add_argument("--reps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--timeout", type=float, default=120, help="seconds per model (its own process)")
+    p.add_argument("--out", default=str(HERE / "results" / "bench_graphs_cuda.csv"))
+    p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: one model, JSON rows on stdout
+    args = p.parse_args(argv)
+    if not (str(args.device).startswith("cuda") and torch.cuda.is_available()):
+        print("bench_graphs.py measures CUDA graphs: it needs a CUDA device (none here); nothing measured",
+              file=sys.stderr)
+        raise SystemExit(2)
+    if args.one:
+        print(json.dumps(measure(args.one, args.reps, args.warmup, args.device)))
+        return None
+    unknown = sorted(set(args.models) - set(bench_step.model_names()))
+    if unknown:
+        raise SystemExit(f"unknown model(s) {unknown}; registered: {bench_step.model_names()}")
+    rows = []
+    info = bench_step.machine_info(args.device)
+    for name in args.models:
+        cmd = [sys.executable, __file__, "--one", name, "--reps", str(args.reps), "--warmup", str(args.warmup),
+               "--device", args.device]
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+            lines = done.stdout.strip().splitlines()
+            if done.returncode == 0 and lines:
+                got = json.loads(lines[-1])
+            else:
+                tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+                got = [{"model": name, "path": "both", "capture": f"process failed (rc={done.returncode}): {tail[:300]}"}]
+        except subprocess.TimeoutExpired:
+            got = [{"model": name, "path": "both", "capture": f"timed out after {args.timeout:.0f} s"}]
+        for row in got:
+            row.update(info)
+            print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()
+                   if k in ("model", "path", "eager_ms", "graph_ms", "graph_speedup", "capture")}, flush=True)
+        rows.extend(got)
+    frame = pd.DataFrame(rows)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    bench_step.save_merged(frame, out, ["model", "path"])
+    cols = [c for c in ("model", "path", "eager_ms", "graph_ms", "graph_speedup", "ratio_eager", "ratio_graph",
+                        "loss_eager", "loss_graph", "capture") if c in frame]
+    with pd.option_context("display.width", 220, "display.max_colwidth", 80):
+        print(frame[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"\nCSV: {out}")
+    return frame
+
+
+if __name__ == "__main__":
+    main()
