@@ -89,62 +89,67 @@ def measure(name: str, reps: int = 20, warmup: int = 3, device: str = "cuda") ->
     num_values = batch.num_scored_values
     paths = {"pyro": lambda b, s: elbo(b, kl_scale=s),
              "torch": lambda b, s: torch_loss(model, guide, b, s)}
-    pyro.enable_validation(False)  # the trainer's steps after its first (--pyro-validation first)
     model.train()
     guide.train()
-    rows = []
-    for path, loss_fn in paths.items():
-        row = {"model": name, "guide": guide.name, "path": path, "size": size, "T": config["T"]}
-        eager_opt = bench_step.make_optimizer(params, lr=1e-3)
-
-        def eager_step():
-            loss = static_step(loss_fn, params, eager_opt, batch, kl_scale, num_values)
-            eager_opt.zero_grad(set_to_none=True)
-            return loss
-
-        eager_losses, eager_times = [], []
-        for i in range(warmup + reps):
-            out = []
-            t = _timed(lambda: out.append(eager_step()), device)
-            if i >= warmup:
-                eager_times.append(t)
-                eager_losses.append(float(out[0]))
-        row["eager_ms"] = 1e3 * statistics.median(eager_times)
-        row["loss_eager"] = statistics.median(eager_losses)
-        try:
-            graph_opt = torch.optim.Adam(params, lr=1e-3, fused=True, capturable=True)
-            side = torch.cuda.Stream(device)
-            side.wait_stream(torch.cuda.current_stream(device))
-            with torch.cuda.stream(side):  # warm-up outside the graph: allocator, cuDNN plans, Adam's state
-                for _ in range(3):
-                    static_step(loss_fn, params, graph_opt, batch, kl_scale, num_values)
-                    graph_opt.zero_grad(set_to_none=True)
-            torch.cuda.current_stream(device).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                static_loss = static_step(loss_fn, params, graph_opt, batch, kl_scale, num_values)
-            graph_losses, graph_times = [], []
-            for i in range(warmup + reps):
-                t = _timed(graph.replay, device)
-                if i >= warmup:
-                    graph_times.append(t)
-                    graph_losses.append(float(static_loss))
-            row["graph_ms"] = 1e3 * statistics.median(graph_times)
-            row["loss_graph"] = statistics.median(graph_losses)
-            row["graph_speedup"] = row["eager_ms"] / row["graph_ms"]
-            row["capture"] = "ok"
-            del graph
-        except Exception as e:  # noqa: BLE001 — what stops a capture is the finding
-            row["capture"] = f"{type(e).__name__}: {e}".splitlines()[0][:300]
-        for p in params:
-            p.grad = None
-        rows.append(row)
+    with pyro.validation_enabled(False):  # the trainer's steps after its first (--pyro-validation first)
+        rows = [_measure_path(path, loss_fn, params, batch, kl_scale, num_values, reps, warmup, device)
+                for path, loss_fn in paths.items()]
+    rows = [dict(model=name, guide=guide.name, size=size, T=config["T"], **row) for row in rows]
     by_path = {r["path"]: r for r in rows}
     for r in rows:
         r["ratio_eager"] = by_path["pyro"]["eager_ms"] / by_path["torch"]["eager_ms"]
         if "graph_ms" in by_path["pyro"] and "graph_ms" in by_path["torch"]:
             r["ratio_graph"] = by_path["pyro"]["graph_ms"] / by_path["torch"]["graph_ms"]
     return rows
+
+
+def _measure_path(path, loss_fn, params, batch, kl_scale, num_values, reps, warmup, device) -> dict:
+    """One path's eager step and captured step (timed replays), as a row."""
+    row = {"path": path}
+    eager_opt = bench_step.make_optimizer(params, lr=1e-3)
+
+    def eager_step():
+        loss = static_step(loss_fn, params, eager_opt, batch, kl_scale, num_values)
+        eager_opt.zero_grad(set_to_none=True)
+        return loss
+
+    eager_losses, eager_times = [], []
+    for i in range(warmup + reps):
+        out = []
+        t = _timed(lambda: out.append(eager_step()), device)
+        if i >= warmup:
+            eager_times.append(t)
+            eager_losses.append(float(out[0]))
+    row["eager_ms"] = 1e3 * statistics.median(eager_times)
+    row["loss_eager"] = statistics.median(eager_losses)
+    try:
+        graph_opt = torch.optim.Adam(params, lr=1e-3, fused=True, capturable=True)
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):  # warm-up outside the graph: allocator, cuDNN plans, Adam's state
+            for _ in range(3):
+                static_step(loss_fn, params, graph_opt, batch, kl_scale, num_values)
+                graph_opt.zero_grad(set_to_none=True)
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_loss = static_step(loss_fn, params, graph_opt, batch, kl_scale, num_values)
+        graph_losses, graph_times = [], []
+        for i in range(warmup + reps):
+            t = _timed(graph.replay, device)
+            if i >= warmup:
+                graph_times.append(t)
+                graph_losses.append(float(static_loss))
+        row["graph_ms"] = 1e3 * statistics.median(graph_times)
+        row["loss_graph"] = statistics.median(graph_losses)
+        row["graph_speedup"] = row["eager_ms"] / row["graph_ms"]
+        row["capture"] = "ok"
+        del graph
+    except Exception as e:  # noqa: BLE001 — what stops a capture is the finding
+        row["capture"] = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+    for p in params:
+        p.grad = None
+    return row
 
 
 def main(argv=None):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyro
+from pyro.poutine.util import is_validation_enabled
 import pytest
 import torch
 
@@ -361,18 +362,21 @@ def test_optimizer_benchmark_checks_the_implementations_agree(tmp_path):
     assert row["fused_speedup"] == pytest.approx(row["default_ms"] / row["fused_ms"])
 
 
-def _one_step_params(step: str) -> list:
+def _micro_f_srnn():
+    """F-SRNN (tiny) at the micro configuration, seeded: (elbo module, its parameters, a batch)."""
     config = bench_step.CONFIGS["micro"]
     pyro.set_rng_seed(0)
     model = bench_step.build_model("f-srnn", bench_step.make_spec(config), "tiny")
-    guide = bench_step.build_guide(None, model)
-    elbo = bench_step.make_elbo("trace")(model, guide)
-    params = [p for p in elbo.parameters() if p.requires_grad]
-    batch = bench_step.synthetic_batch(config)
+    elbo = bench_step.make_elbo("trace")(model, bench_step.build_guide(None, model))
+    return elbo, [p for p in elbo.parameters() if p.requires_grad], bench_step.synthetic_batch(config)
+
+
+def _one_step_params(step: str) -> list:
+    elbo, params, batch = _micro_f_srnn()
     loss_fn = lambda b, s: elbo(b, kl_scale=s)  # noqa: E731
     torch.manual_seed(1)
     if step == "runner":
-        bench_step.StepRunner(model, guide, loss_fn, params).step(batch, 0.5)
+        bench_step.StepRunner(elbo.model, elbo.guide, loss_fn, params).step(batch, 0.5)
     else:
         import bench_graphs
 
@@ -385,17 +389,10 @@ def test_the_step_bench_graphs_captures_is_the_benchmarked_step():
     """bench_graphs.static_step (what a CUDA graph can hold: nothing read back) updates the parameters
     exactly as bench_step's timed step, here on the CPU; only the capture itself needs a GPU."""
     runner, static = _one_step_params("runner"), _one_step_params("static")
-    assert len(runner) == len(static) > 0
+    initial = [p.detach().clone() for p in _micro_f_srnn()[1]]
+    assert len(runner) == len(static) == len(initial) > 0
     assert all(torch.equal(a, b) for a, b in zip(runner, static))
-    assert not all(torch.equal(a, b) for a, b in zip(runner, _initial_params()))  # the step moved them
-
-
-def _initial_params() -> list:
-    config = bench_step.CONFIGS["micro"]
-    pyro.set_rng_seed(0)
-    model = bench_step.build_model("f-srnn", bench_step.make_spec(config), "tiny")
-    guide = bench_step.build_guide(None, model)
-    return [p.detach().clone() for p in bench_step.make_elbo("trace")(model, guide).parameters() if p.requires_grad]
+    assert not all(torch.equal(a, b) for a, b in zip(runner, initial))  # the step moved them
 
 
 def test_bench_graphs_says_it_needs_cuda_and_measures_nothing(tmp_path, capsys):
@@ -414,6 +411,7 @@ def test_bench_graphs_rows_on_a_cpu_have_the_eager_times_and_the_failed_capture(
     import bench_graphs
 
     rows = bench_graphs.measure("f-rnn", reps=1, warmup=0, device="cpu")
+    assert is_validation_enabled()  # measured with it off, as the trainer's later steps; restored
     assert [r["path"] for r in rows] == ["pyro", "torch"]
     for r in rows:
         assert r["eager_ms"] > 0 and r["capture"] != "ok" and "graph_ms" not in r and "ratio_graph" not in r
