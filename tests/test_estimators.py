@@ -95,6 +95,25 @@ def test_iwae_bounds_the_elbo_grows_with_k_and_matches_renyi():
     assert abs(m_renyi - stats[10][0]) < 4 * math.hypot(s_renyi, stats[10][1])
 
 
+def test_iwae_slices_the_repeated_batch_by_a_budget_of_values(monkeypatch):
+    """The K copies of the batch are scored in slices of at most ``max_values`` values (at least one
+    copy each): memory grows with values, so a budget in rows ran a full-mode notebook out of memory."""
+    import pyro_srnn.infer.estimators as estimators
+
+    model, guide = build("f-srnn")
+    batch = make_batch("bernoulli", 5, lengths=(8, 5, 3))
+    sizes = []
+    original = estimators.log_weights
+    monkeypatch.setattr(estimators, "log_weights",
+                        lambda m, g, b, **kw: (sizes.append(b.inputs.numel()), original(m, g, b, **kw))[1])
+    one = batch.inputs.numel()
+    for budget, copies in ((3 * one + 1, [3, 3, 1]), (one // 2, [1] * 7), (10 ** 9, [7])):
+        sizes.clear()
+        value = iwae_log_likelihood(model, guide, batch, 7, max_values=budget)
+        assert sizes == [c * one for c in copies]
+        assert value.shape == (batch.batch_size,) and torch.isfinite(value).all()
+
+
 # ------------------------------------------------------------------ KL annealing
 
 def _traces(model, guide, batch, kl_scale, seed=5):
