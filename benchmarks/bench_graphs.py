@@ -10,7 +10,7 @@ configuration (the study's MIDI presets, batch 16 × 100 steps × 88 keys; flat 
 
 * **eager** — the step as ``bench_step.py`` times it (loss, backward of ``loss / values``,
   ``clip_grad_norm_``, fused Adam), Pyro's validation off (the trainer's steps after its first);
-* **graph** — the same step (:func:`static_step`: no read back to the host) captured once with
+* **graph** — the same step (``bench_step.static_step``: no read back to the host) captured once with
   ``torch.cuda.graph`` after 3 warm-up steps on a side stream, with Adam ``capturable=True``, and
   replayed; the batch, KL scale and value count are fixed at capture (a trainer would copy each
   batch into the captured input tensors and keep the KL scale on the device).
@@ -48,21 +48,10 @@ import pyro  # noqa: E402
 
 import bench_step  # noqa: E402
 from _torch_losses import TORCH_LOSSES  # noqa: E402
+from bench_step import static_step  # noqa: E402  (the benchmarked step, read-free)
 
 #: the models whose eager step on an H200 was 8–28 ms and over target (bench_step_cuda.csv, 2026-11-26)
 LAUNCH_BOUND = ("delta-rnn", "delta-srnn", "f-rnn", "f-srnn", "rnn-hier", "srnn-hier", "storn")
-
-
-def static_step(loss_fn, params, optimizer, batch, kl_scale: float, num_values: int) -> torch.Tensor:
-    """One training step that reads nothing back to the host, so a CUDA graph can hold it: the step of
-    ``bench_step.StepRunner`` (and of the trainer) without its read of the loss. The gradients are
-    left in place (a captured step's backward writes them anew at every replay; eager callers clear
-    them)."""
-    loss = loss_fn(bench_step.fresh(batch), kl_scale)
-    (loss / max(num_values, 1)).backward()
-    torch.nn.utils.clip_grad_norm_(params, bench_step.CLIP_NORM)
-    optimizer.step()
-    return loss.detach()
 
 
 def _timed(fn, device) -> float:

@@ -252,13 +252,21 @@ class StepRunner:
         self.optimizer = make_optimizer(params, lr=lr)  # the trainer's (fused Adam where supported)
 
     def step(self, batch, kl_scale):
-        batch = fresh(batch)
-        loss = self.loss_fn(batch, kl_scale)
-        (loss / max(batch.num_scored_values, 1)).backward()
-        torch.nn.utils.clip_grad_norm_(self.params, CLIP_NORM)
-        self.optimizer.step()
+        loss = static_step(self.loss_fn, self.params, self.optimizer, batch, kl_scale, batch.num_scored_values)
         self.optimizer.zero_grad(set_to_none=True)
-        return float(loss.detach())
+        return float(loss)
+
+
+def static_step(loss_fn, params, optimizer, batch, kl_scale: float, num_values: int) -> torch.Tensor:
+    """One training step that reads nothing back to the host (so a CUDA graph can hold it,
+    ``bench_graphs.py``): loss of a fresh batch, backward of ``loss / num_values``, clipping, the
+    optimiser's update. The gradients are left in place (a captured step's backward writes them anew
+    at every replay; eager callers clear them)."""
+    loss = loss_fn(fresh(batch), kl_scale)
+    (loss / max(num_values, 1)).backward()
+    torch.nn.utils.clip_grad_norm_(params, CLIP_NORM)
+    optimizer.step()
+    return loss.detach()
 
 
 HOST_READS = ("__bool__", "item", "__float__", "__int__", "tolist")

@@ -375,20 +375,23 @@ def _one_step_params(step: str) -> list:
     elbo, params, batch = _micro_f_srnn()
     loss_fn = lambda b, s: elbo(b, kl_scale=s)  # noqa: E731
     torch.manual_seed(1)
-    if step == "runner":
-        bench_step.StepRunner(elbo.model, elbo.guide, loss_fn, params).step(batch, 0.5)
+    optimizer = bench_step.make_optimizer(params, lr=1e-3)
+    if step == "written out":  # the trainer's step: loss / values, backward, clip at 0.5, Adam
+        (loss_fn(batch, 0.5) / batch.num_scored_values).backward()
+        torch.nn.utils.clip_grad_norm_(params, 0.5)
+        optimizer.step()
     else:
         import bench_graphs
 
-        optimizer = bench_step.make_optimizer(params, lr=1e-3)
         bench_graphs.static_step(loss_fn, params, optimizer, batch, 0.5, batch.num_scored_values)
     return [p.detach().clone() for p in params]
 
 
 def test_the_step_bench_graphs_captures_is_the_benchmarked_step():
-    """bench_graphs.static_step (what a CUDA graph can hold: nothing read back) updates the parameters
-    exactly as bench_step's timed step, here on the CPU; only the capture itself needs a GPU."""
-    runner, static = _one_step_params("runner"), _one_step_params("static")
+    """The step bench_step times and bench_graphs captures (``static_step``: nothing read back) updates
+    the parameters exactly as the trainer's step written out, here on the CPU; only the capture itself
+    needs a GPU."""
+    runner, static = _one_step_params("written out"), _one_step_params("static")
     initial = [p.detach().clone() for p in _micro_f_srnn()[1]]
     assert len(runner) == len(static) == len(initial) > 0
     assert all(torch.equal(a, b) for a, b in zip(runner, static))
