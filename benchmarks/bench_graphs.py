@@ -54,12 +54,19 @@ from bench_step import static_step  # noqa: E402  (the benchmarked step, read-fr
 LAUNCH_BOUND = ("delta-rnn", "delta-srnn", "f-rnn", "f-srnn", "rnn-hier", "srnn-hier", "storn")
 
 
-def _timed(fn, device) -> float:
-    bench_step._sync(device)
-    t0 = time.perf_counter()
-    fn()
-    bench_step._sync(device)
-    return time.perf_counter() - t0
+def _time_steps(step, warmup: int, reps: int, device) -> tuple[float, float]:
+    """Median time (ms) and median loss of ``reps`` synchronised calls of ``step`` (which returns the
+    step's loss tensor) after ``warmup`` untimed ones."""
+    times, losses = [], []
+    for i in range(warmup + reps):
+        bench_step._sync(device)
+        t0 = time.perf_counter()
+        loss = step()
+        bench_step._sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+            losses.append(float(loss))
+    return 1e3 * statistics.median(times), statistics.median(losses)
 
 
 def measure(name: str, reps: int = 20, warmup: int = 3, device: str = "cuda") -> list[dict]:
@@ -102,15 +109,7 @@ def _measure_path(path, loss_fn, params, batch, kl_scale, num_values, reps, warm
         eager_opt.zero_grad(set_to_none=True)
         return loss
 
-    eager_losses, eager_times = [], []
-    for i in range(warmup + reps):
-        out = []
-        t = _timed(lambda: out.append(eager_step()), device)
-        if i >= warmup:
-            eager_times.append(t)
-            eager_losses.append(float(out[0]))
-    row["eager_ms"] = 1e3 * statistics.median(eager_times)
-    row["loss_eager"] = statistics.median(eager_losses)
+    row["eager_ms"], row["loss_eager"] = _time_steps(eager_step, warmup, reps, device)
     try:
         graph_opt = torch.optim.Adam(params, lr=1e-3, fused=True, capturable=True)
         side = torch.cuda.Stream(device)
@@ -123,17 +122,14 @@ def _measure_path(path, loss_fn, params, batch, kl_scale, num_values, reps, warm
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             static_loss = static_step(loss_fn, params, graph_opt, batch, kl_scale, num_values)
-        graph_losses, graph_times = [], []
-        for i in range(warmup + reps):
-            t = _timed(graph.replay, device)
-            if i >= warmup:
-                graph_times.append(t)
-                graph_losses.append(float(static_loss))
-        row["graph_ms"] = 1e3 * statistics.median(graph_times)
-        row["loss_graph"] = statistics.median(graph_losses)
+
+        def replay():
+            graph.replay()
+            return static_loss
+
+        row["graph_ms"], row["loss_graph"] = _time_steps(replay, warmup, reps, device)
         row["graph_speedup"] = row["eager_ms"] / row["graph_ms"]
         row["capture"] = "ok"
-        del graph
     except Exception as e:  # noqa: BLE001 — what stops a capture is the finding
         row["capture"] = f"{type(e).__name__}: {e}".splitlines()[0][:300]
     for p in params:
