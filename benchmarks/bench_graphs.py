@@ -37,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -131,6 +132,7 @@ def _measure_path(path, loss_fn, params, batch, kl_scale, num_values, reps, warm
         row["graph_speedup"] = row["eager_ms"] / row["graph_ms"]
         row["capture"] = "ok"
     except Exception as e:  # noqa: BLE001 — what stops a capture is the finding
+        traceback.print_exc(file=sys.stderr)
         row["capture"] = f"{type(e).__name__}: {e}".splitlines()[0][:300]
     for p in params:
         p.grad = None
@@ -172,6 +174,9 @@ def main(argv=None):
             else:
                 tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
                 got = [{"model": name, "path": "both", "capture": f"process failed (rc={done.returncode}): {tail[:300]}"}]
+            if any(row.get("capture") != "ok" for row in got):  # what stopped it, in the log
+                print(f"--- {name}: the child's stderr (last 40 lines)", *done.stderr.splitlines()[-40:],
+                      sep="\n", file=sys.stderr, flush=True)
         except subprocess.TimeoutExpired:
             got = [{"model": name, "path": "both", "capture": f"timed out after {args.timeout:.0f} s"}]
         for row in got:
