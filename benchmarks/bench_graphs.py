@@ -15,12 +15,14 @@ configuration (the study's MIDI presets, batch 16 × 100 steps × 88 keys; flat 
   replayed; the batch, KL scale and value count are fixed at capture (a trainer would copy each
   batch into the captured input tensors and keep the KL scale on the device).
 
-for the Pyro path and the hand-written torch path of ``benchmarks/_torch_losses.py`` alike, each
-model in its own process (a failed capture can leave the CUDA context unusable). Columns:
+for the Pyro path and the hand-written torch path of ``benchmarks/_torch_losses.py`` alike; and a
+``trainer`` row: the trainer's whole step (``Trainer.train_step``: batch collated and copied, the step,
+its one read back, Adam, scheduler) eagerly and with ``train --cuda-graph`` (``pyro_srnn.graphs``,
+which captures the step up to its read), on synthetic sequences of the same shape. Each model runs
+in its own process (a failed capture can leave the CUDA context unusable). Columns:
 ``model, guide, path, eager_ms, graph_ms, graph_speedup, capture`` (``ok`` or the error), the
 median losses of both forms (different noise, the same distribution: similar values), and per
-model ``ratio_eager`` / ``ratio_graph`` = Pyro / torch. A measurement of a design option, not a
-feature of the trainer. Needs CUDA: without it the script says so and exits with status 2.
+model ``ratio_eager`` / ``ratio_graph`` = Pyro / torch. Needs CUDA: without it the script says so and exits with status 2.
 
 Usage::
 
@@ -70,9 +72,10 @@ def _time_steps(step, warmup: int, reps: int, device) -> tuple[float, float]:
     return 1e3 * statistics.median(times), statistics.median(losses)
 
 
-def measure(name: str, reps: int = 20, warmup: int = 3, device: str = "cuda") -> list[dict]:
-    """Eager and captured step of model ``name`` (default guide), Pyro path and torch path. (On a CPU
-    the eager rows are measured and the capture is recorded as failed: CUDA graphs need CUDA.)"""
+def measure(name: str, reps: int = 20, warmup: int = 3, device: str = "cuda", trainer: bool = True) -> list[dict]:
+    """Eager and captured step of model ``name`` (default guide), Pyro path and torch path, and (``trainer``)
+    the trainer's step eagerly and with ``--cuda-graph``. (On a CPU the eager rows are measured and the
+    capture is recorded as failed: CUDA graphs need CUDA.)"""
     config = bench_step.model_config(name, bench_step.CONFIGS["midi"])
     size = bench_step.preset_size(name, config)
     pyro.set_rng_seed(0)
@@ -97,7 +100,52 @@ def measure(name: str, reps: int = 20, warmup: int = 3, device: str = "cuda") ->
         r["ratio_eager"] = by_path["pyro"]["eager_ms"] / by_path["torch"]["eager_ms"]
         if "graph_ms" in by_path["pyro"] and "graph_ms" in by_path["torch"]:
             r["ratio_graph"] = by_path["pyro"]["graph_ms"] / by_path["torch"]["graph_ms"]
+    if trainer:
+        rows.append(dict(model=name, guide=guide.name, size=size, T=config["T"],
+                         **measure_trainer(name, config, size, reps, warmup, device)))
     return rows
+
+
+def _synthetic_dataset(config: dict, sequences: int = 64):
+    """Random sequences of the configuration's shape, one chunk each (the trainer's input)."""
+    from pyro_srnn.data.core import SequenceDataset
+
+    batches = [bench_step.synthetic_batch(dict(config, batch=sequences), seed) for seed in range(3)]
+    split = lambda b: [torch.cat([b.inputs[i, :1], b.targets[i]]).numpy() for i in range(sequences)]  # noqa: E731
+    return SequenceDataset(bench_step.make_spec(config), *(split(b) for b in batches))
+
+
+def measure_trainer(name: str, config: dict, size: str, reps: int, warmup: int, device: str) -> dict:
+    """The trainer's whole step (``Trainer.train_step``: the batch collated and copied to the device, the
+    step, its one read, Adam, the scheduler) eagerly and with ``cuda_graph=True``, on synthetic
+    sequences of the configuration's shape: what ``train --cuda-graph`` gains, read-back included."""
+    import tempfile
+
+    from pyro_srnn.train import TrainConfig, Trainer
+
+    dataset = _synthetic_dataset(config)
+    row = {"path": "trainer"}
+    with tempfile.TemporaryDirectory() as out:
+        for graph in (False, True):
+            key = "graph" if graph else "eager"
+            cfg = TrainConfig(model=name, size=size, steps=10 ** 6, batch_size=config["batch"], device=device,
+                              progress=False, cuda_graph=graph, out=out)
+            try:
+                trainer = Trainer(cfg, dataset=dataset)
+            except ValueError as e:  # --cuda-graph off CUDA
+                row["capture"] = f"{type(e).__name__}: {e}"[:300]
+                continue
+
+            def step(trainer=trainer):
+                stats = trainer.train_step(trainer.sampler.batch(trainer.step).to(device))
+                return torch.tensor(stats["loss_per_value"])
+
+            row[f"{key}_ms"], row[f"loss_{key}"] = _time_steps(step, warmup + 1, reps, device)  # +1: the checked step
+            if graph:
+                row["capture"] = "ok" if trainer.graphed.graphs else "no graph"
+    if "graph_ms" in row:
+        row["graph_speedup"] = row["eager_ms"] / row["graph_ms"]
+    return row
 
 
 def _measure_path(path, loss_fn, params, batch, kl_scale, num_values, reps, warmup, device) -> dict:

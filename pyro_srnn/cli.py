@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "re-run with the checks on to name the site")
     t.add_argument("--no-pyro-validation", dest="pyro_validation", action="store_const", const="off",
                    help="the same as --pyro-validation off")
+    t.add_argument("--cuda-graph", action="store_true",
+                   help="CUDA: capture each step's loss, backward and clipping in a CUDA graph and replay it, "
+                        "so Pyro's Python runs once (1.5-2.4x faster steps for the smaller models on an H200); "
+                        "batches padded to the chunk length; not with --pyro-validation always or torchrun")
     t.add_argument("--out", default=None, help="run directory (default runs/<dataset>-<model>)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/latest.pt")
     t.add_argument("--stop-at", type=int, default=None, help="stop after this update (resume later)")
@@ -112,7 +116,7 @@ def _resumed_config(path: Path, given, steps: int | None):
 
     saved = dict(load_checkpoint(path)["train_config"])
     saved.update(out=given.out, stop_at=given.stop_at, progress=given.progress, device=given.device,
-                 pyro_validation=given.pyro_validation)
+                 pyro_validation=given.pyro_validation, cuda_graph=given.cuda_graph)
     if steps is not None:
         saved["steps"] = steps
     return TrainConfig(**saved)
@@ -151,7 +155,7 @@ def cmd_train(args) -> int:
         anneal_start=args.anneal_start, anneal_increment=args.anneal_increment, valid_every=args.valid_every,
         valid_max_batches=args.valid_max_batches, seed=args.seed, device=args.device, out=out,
         data_dir=args.data_dir, stream=args.stream, stop_at=args.stop_at, progress=not args.no_progress,
-        precision=args.precision, pyro_validation=args.pyro_validation,
+        precision=args.precision, pyro_validation=args.pyro_validation, cuda_graph=args.cuda_graph,
     )
     if args.resume:  # continue the saved run: its own configuration, except what is about this process
         config = _resumed_config(Path(out, "latest.pt"), config, steps=args.steps)

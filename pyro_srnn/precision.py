@@ -81,7 +81,9 @@ def install_bf16_autocast(*modules: nn.Module, device_type: str = "cuda", layers
             stack: list = []
 
             def enter(module, args, _stack=stack):
-                ctx = torch.autocast(device_type=device_type, dtype=torch.bfloat16)
+                # a layer's region casts each weight once: no cache to keep (a CUDA graph capture
+                # must not find casts cached outside it, torch.cuda.make_graphed_callables)
+                ctx = torch.autocast(device_type=device_type, dtype=torch.bfloat16, cache_enabled=False)
                 ctx.__enter__()
                 _stack.append(ctx)
 

@@ -31,6 +31,7 @@ from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import BatchSampler, chunk_sequences, load_dataset
 from .data.core import DataSpec, SequenceDataset, atomic_write
 from .distributed import DistContext
+from .graphs import GraphedStep
 from .precision import check_precision, install_bf16_autocast
 from .evaluate import evaluate_chunks
 from .samples import medium_kwargs
@@ -38,7 +39,7 @@ from .infer import make_elbo, make_schedule
 from .models import build_guide, build_model
 from .models.base import SequenceGuide, SequenceModel, model_from_config, GUIDES
 
-__all__ = ["TrainConfig", "Trainer", "TrainingDiverged", "train", "make_optimizer", "STUDY_BATCH_SIZE",
+__all__ = ["TrainConfig", "Trainer", "check_cuda_graph", "TrainingDiverged", "train", "make_optimizer", "STUDY_BATCH_SIZE",
            "study_increment", "PYRO_VALIDATION_MODES", "pyro_validation_mode", "PyroChecks"]
 
 #: study batch sizes per domain (SPEC §5)
@@ -89,6 +90,10 @@ class TrainConfig:
     # In every mode the trainer checks loss and gradient norm each step and, when one is not finite,
     # re-runs that batch with Pyro's checks on to name the site (TrainingDiverged's message).
     pyro_validation: str = "first"
+    # CUDA only: capture each step's loss, backward and clipping in a CUDA graph and replay it
+    # (pyro_srnn.graphs): Pyro's Python runs once instead of every step. Batches are padded to the
+    # chunk length (one shape, one graph); not with pyro_validation="always" or data-parallel runs.
+    cuda_graph: bool = False
 
     def __post_init__(self):
         self.pyro_validation = pyro_validation_mode(self.pyro_validation)
@@ -108,6 +113,20 @@ def pyro_validation_mode(value) -> str:
     if value not in PYRO_VALIDATION_MODES:
         raise ValueError(f"pyro_validation must be one of {', '.join(PYRO_VALIDATION_MODES)}; got {value!r}")
     return value
+
+
+def check_cuda_graph(config: TrainConfig, device: torch.device, dist: DistContext) -> None:
+    """Raise ``ValueError`` when ``config.cuda_graph`` cannot work: off CUDA, with Pyro's checks at every
+    step, or with data-parallel training."""
+    if not config.cuda_graph:
+        return
+    if device.type != "cuda":
+        raise ValueError(f"--cuda-graph needs --device cuda (got device {str(device)!r}): CUDA graphs are a CUDA feature")
+    if config.pyro_validation == "always":
+        raise ValueError("--cuda-graph replays steps without running Python, so Pyro's checks cannot run at every "
+                         "step: use --pyro-validation first (the default) or off")
+    if dist.active:
+        raise ValueError("--cuda-graph is for single-process training: data-parallel collectives are not captured")
 
 
 class PyroChecks:
@@ -166,6 +185,7 @@ class Trainer:
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("--device cuda was asked for but no CUDA device is available")
         check_precision(config.precision, self.device)
+        check_cuda_graph(config, self.device, self.dist)
 
         self.dataset = dataset if dataset is not None else load_dataset(config.dataset, config.data_dir)
         spec = self.dataset.spec
@@ -188,13 +208,15 @@ class Trainer:
                                             step_dim=spec.step_dim)
         self.valid_chunks = chunk_sequences(self.dataset.valid, chunk_len, step_dim=spec.step_dim)
         batch_size = config.batch_size or STUDY_BATCH_SIZE.get(spec.domain, 16)
+        # a captured step fixes the batch's shape: pad every batch to the chunk length (padding is masked)
         self.sampler = BatchSampler(self.train_chunks, batch_size, seed=config.seed, rank=rank,
-                                    world_size=world_size)
+                                    world_size=world_size, pad_to=chunk_len if config.cuda_graph else None)
 
         self.elbo = make_elbo(config.estimator)
         self.loss_fn = self.elbo(self.model, self.guide)
         self.params = [p for p in self.loss_fn.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(self.params, lr=config.lr)
+        self.graphed = GraphedStep(self._step_pass, self.params) if config.cuda_graph else None
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             self.optimizer, T_max=max(config.steps, 1), eta_min=config.lr_min)
         increment = config.anneal_increment if config.anneal_increment is not None else study_increment(spec.domain)
@@ -259,35 +281,23 @@ class Trainer:
         self.model.train()
         self.guide.train()
         kl_scale = self.kl_schedule(self.step)
-        with pyro.validation_enabled(self.pyro_checks.on("step")):  # its backward hooks are made here
-            loss = self.loss_fn(batch, kl_scale=kl_scale)
         # the batch's counts are host integers (counted on the CPU before it moved); the loss and
         # reconstruction stay on the device until after backward and clipping, where one read
         # brings back everything the step reports (on a GPU each read is a synchronisation, and
         # one before backward would stop the CPU from queueing the backward pass)
         num_values, num_steps = batch.num_scored_values, batch.num_scored_steps
-        recon = self.elbo.last_recon
-        if not torch.is_tensor(recon):  # a number (no observed site), made on the device: no copy, no sync
-            recon = loss.detach().new_full((), float("nan") if recon is None else float(recon))
-        recon = recon.detach()
-        sums = torch.stack([loss.detach().double(), recon.double()])
-        if self.dist.active:
-            # one collective: the global counts (normalise by them, so N ranks == one process on the
-            # union of their shards) and the global loss and reconstruction sums (logged by rank 0,
-            # and a non-finite loss on any rank stops every rank)
-            totals = self.dist.all_reduce_sum(torch.cat([
-                torch.tensor([float(num_values), float(num_steps)], dtype=torch.float64, device=loss.device), sums]))
-            counts, sums = totals[:2], totals[2:]
-            (loss / counts[0].clamp(min=1).to(loss.dtype)).backward()
-        else:
-            counts = None
-            (loss / max(num_values, 1)).backward()
-        self.dist.reduce_gradients(self.params)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.config.clip_norm)
-        read = torch.cat([sums, grad_norm.detach().double().reshape(1)] + ([] if counts is None else [counts]))
+        checks = self.pyro_checks.on("step")
+        read = None
+        if self.graphed is not None and not checks:
+            with pyro.validation_enabled(False):  # (only a capture runs Python)
+                read = self.graphed(batch, kl_scale, max(num_values, 1))
+        if read is None:
+            with pyro.validation_enabled(checks):  # its backward hooks are made in the forward pass
+                read = (self._distributed_step_pass(batch, kl_scale, num_values, num_steps) if self.dist.active
+                        else self._step_pass(batch, kl_scale, max(num_values, 1)))
         read = read.tolist()  # the step's one read back to the host
         loss_value, recon, grad_norm_value = read[:3]
-        if counts is not None:
+        if self.dist.active:
             num_values, num_steps = int(read[3]), int(read[4])
         if not math.isfinite(loss_value) or not math.isfinite(grad_norm_value):
             self.optimizer.zero_grad(set_to_none=True)
@@ -307,6 +317,43 @@ class Trainer:
         return {"step": self.step, "loss_per_value": loss_value / max(num_values, 1),
                 "nll_per_step": loss_value / max(num_steps, 1),
                 "kl_per_step": kl / max(num_steps, 1), "kl_scale": kl_scale, "lr": lr}
+
+    def _loss_terms(self, batch, kl_scale):
+        """The loss (``−ELBO`` with the latent sites scaled by ``kl_scale``) and, detached, the float64
+        pair (loss, reconstruction) that the step reports."""
+        loss = self.loss_fn(batch, kl_scale=kl_scale)
+        recon = self.elbo.last_recon
+        if not torch.is_tensor(recon):  # a number (no observed site), made on the device: no copy, no sync
+            recon = loss.detach().new_full((), float("nan") if recon is None else float(recon))
+        return loss, torch.stack([loss.detach().double(), recon.detach().double()])
+
+    def _backward_and_clip(self, loss, divisor):
+        """Backward of the loss per value (``divisor``: the value count), gradients averaged across
+        ranks, clipped to ``clip_norm``; returns the gradient norm before clipping."""
+        (loss / divisor).backward()
+        self.dist.reduce_gradients(self.params)
+        return torch.nn.utils.clip_grad_norm_(self.params, self.config.clip_norm)
+
+    def _step_pass(self, batch, kl_scale, divisor) -> torch.Tensor:
+        """A single process's step up to its read: ``[loss, reconstruction, gradient norm]`` (float64, on
+        the device), the gradients in place. ``kl_scale`` and ``divisor`` are numbers, or 0-dim device
+        tensors when a CUDA graph captures this pass (``pyro_srnn.graphs``)."""
+        loss, sums = self._loss_terms(batch, kl_scale)
+        grad_norm = self._backward_and_clip(loss, divisor)
+        return torch.cat([sums, grad_norm.detach().double().reshape(1)])
+
+    def _distributed_step_pass(self, batch, kl_scale, num_values: int, num_steps: int) -> torch.Tensor:
+        """:meth:`_step_pass` of one rank: ``[loss, reconstruction, gradient norm, values, steps]``, all
+        summed over the ranks but the norm (of the averaged gradients)."""
+        loss, sums = self._loss_terms(batch, kl_scale)
+        # one collective: the global counts (normalise by them, so N ranks == one process on the
+        # union of their shards) and the global loss and reconstruction sums (logged by rank 0,
+        # and a non-finite loss on any rank stops every rank)
+        totals = self.dist.all_reduce_sum(torch.cat([
+            torch.tensor([float(num_values), float(num_steps)], dtype=torch.float64, device=loss.device), sums]))
+        counts, sums = totals[:2], totals[2:]
+        grad_norm = self._backward_and_clip(loss, counts[0].clamp(min=1).to(loss.dtype))
+        return torch.cat([sums, grad_norm.detach().double().reshape(1), counts])
 
     def diagnose(self, batch, kl_scale) -> str:
         """Re-run a batch's loss and backward pass with Pyro's validation on and return what its

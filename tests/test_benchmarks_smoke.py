@@ -415,8 +415,12 @@ def test_bench_graphs_rows_on_a_cpu_have_the_eager_times_and_the_failed_capture(
 
     rows = bench_graphs.measure("f-rnn", reps=1, warmup=0, device="cpu")
     assert is_validation_enabled()  # measured with it off, as the trainer's later steps; restored
-    assert [r["path"] for r in rows] == ["pyro", "torch"]
+    assert [r["path"] for r in rows] == ["pyro", "torch", "trainer"]
     for r in rows:
         assert r["eager_ms"] > 0 and r["capture"] != "ok" and "graph_ms" not in r and "ratio_graph" not in r
+    for r in rows[:2]:
         assert r["ratio_eager"] == pytest.approx(rows[0]["eager_ms"] / rows[1]["eager_ms"])
     assert rows[0]["loss_eager"] == pytest.approx(rows[1]["loss_eager"], rel=0.05)
+    # the trainer's step: its loss is per value (the others' per batch), and --cuda-graph refused off CUDA
+    assert rows[2]["loss_eager"] == pytest.approx(rows[0]["loss_eager"] / (16 * 100 * 88), rel=0.05)
+    assert "--cuda-graph needs --device cuda" in rows[2]["capture"]

@@ -6,8 +6,14 @@
   loss stay float32 and close to the float32 loss, and removing the hooks restores
   the float32 loss exactly.
 * CUDA tests train a few steps on the GPU (fp32 and bf16) and skip cleanly without one.
+* ``--cuda-graph`` (``pyro_srnn.graphs``): refused with one clear error off CUDA, with Pyro's checks at
+  every step and with data-parallel training (checked without a GPU); on a GPU, models that draw no
+  noise train to the same parameters through replayed graphs as eagerly (one graph, several shapes,
+  bf16), a sampling model trains and resumes, and a diverging replayed step stops before its update.
 """
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
@@ -126,3 +132,148 @@ def test_bf16_loss_is_float32_and_close_on_cuda():
         handles.remove()
     assert loss16.dtype == torch.float32
     assert float(loss16) == pytest.approx(loss32, rel=2e-2)
+
+
+# ---------------------------------------------------------------- CUDA graphs of the step (--cuda-graph)
+
+def test_cuda_graph_is_refused_off_cuda_with_one_clear_error(tmp_path):
+    config = TrainConfig(model="f-rnn", size="tiny", steps=1, cuda_graph=True, device="cpu", out=str(tmp_path))
+    with pytest.raises(ValueError, match="--cuda-graph needs --device cuda"):
+        Trainer(config, dataset=make_dataset())
+    assert not any(tmp_path.iterdir())
+
+
+def test_cli_refuses_cuda_graph_on_cpu(tmp_path, capsys):
+    from pyro_srnn.cli import main
+
+    code = main(["train", "--dataset", "bach_chorales", "--size", "tiny", "--steps", "1", "--cuda-graph",
+                 "--out", str(tmp_path / "run"), "--no-progress"])
+    assert code != 0
+    assert "--cuda-graph needs --device cuda" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(pyro_validation="always"), "Pyro's checks cannot run at every step"),
+    (dict(world_size=2), "single-process training"),
+])
+def test_cuda_graph_refuses_what_a_capture_cannot_hold(change, message):
+    """Checked before anything is built (so without a GPU): Pyro's checks at every step read values
+    back to the host, which a capture forbids; collectives are not captured."""
+    from pyro_srnn.distributed import DistContext
+    from pyro_srnn.train import check_cuda_graph
+
+    config = TrainConfig(model="f-rnn", cuda_graph=True, device="cuda",
+                         pyro_validation=change.get("pyro_validation", "first"))
+    with pytest.raises(ValueError, match=message):
+        check_cuda_graph(config, torch.device("cuda"), DistContext(world_size=change.get("world_size", 1)))
+    check_cuda_graph(TrainConfig(model="f-rnn", device="cuda", pyro_validation="always"), torch.device("cuda"),
+                     DistContext(world_size=2))  # without --cuda-graph: nothing to refuse
+
+
+def _graph_and_eager(tmp_path, model, *, precision="fp32", chunk_len=8, steps=6, max_graphs=8, **config):
+    """The same run twice, eagerly and with --cuda-graph, on the same (padded) batches."""
+    dataset = make_dataset(chunk_len=chunk_len, n_train=24)
+    trainers = []
+    for graph in (False, True):
+        cfg = TrainConfig(model=model, size="tiny", steps=steps, valid_every=steps, batch_size=4, device="cuda",
+                          precision=precision, progress=False, cuda_graph=graph,
+                          out=str(tmp_path / f"{model}-{precision}-{graph}"), **config)
+        trainer = Trainer(cfg, dataset=dataset)
+        trainer.sampler.pad_to = chunk_len  # the graph run's padding, for both
+        if trainer.graphed is not None:
+            trainer.graphed.max_graphs = max_graphs
+        trainers.append(trainer)
+    return trainers
+
+
+def _assert_same_training(eager, graphed, rtol):
+    rows = [eager.fit(), graphed.fit()]
+    assert eager.step == graphed.step
+    for key in ("loss_per_value", "kl_per_step", "kl_scale", "lr"):
+        assert rows[1][key] == pytest.approx(rows[0][key], rel=rtol, abs=1e-7), key
+    for (name, a), b in zip(eager.model.state_dict().items(), graphed.model.state_dict().values()):
+        torch.testing.assert_close(b, a, rtol=rtol, atol=rtol * 1e-2, msg=name)
+    assert (graphed.out / "best.pt").exists()
+
+
+@needs_cuda
+@pytest.mark.parametrize("model, precision", [("f-rnn", "fp32"), ("delta-srnn", "fp32"), ("rnn-hier", "fp32"),
+                                              ("f-rnn", "bf16")])
+def test_cuda_graph_training_equals_eager_training(tmp_path, model, precision):
+    """Models that draw no noise (an autoregressive model, a Delta guide) train to the same parameters
+    through replayed graphs as eagerly: batches copied into the static buffers, the annealed KL scale
+    (delta-srnn) and the value count filled in at every step, the first step (Pyro's checks) eager."""
+    eager, graphed = _graph_and_eager(tmp_path, model, precision=precision)
+    _assert_same_training(eager, graphed, rtol=1e-2 if precision == "bf16" else 1e-4)
+    assert len(graphed.graphed.graphs) == 1 and graphed.graphed.replays == graphed.step - 1
+
+
+@needs_cuda
+def test_cuda_graph_one_graph_per_batch_shape_and_eager_past_the_last(tmp_path):
+    """Whole sequences (no chunking): batches of lengths 16, 17, 8, 18, 13, 18, 18, 18, 16, 14, 16, 11.
+    Four graphs at most (17, 8, 18, 13), the other shapes eager; the parameters' gradients must follow
+    whichever graph replayed last (18 again after 13)."""
+    eager, graphed = _graph_and_eager(tmp_path, "f-rnn", chunk_len=None, steps=12, max_graphs=4)
+    with pytest.warns(RuntimeWarning, match="more than 4 batch shapes"):
+        _assert_same_training(eager, graphed, rtol=1e-4)
+    assert len(graphed.graphed.graphs) == 4
+    assert graphed.graphed.replays == 7
+
+
+@needs_cuda
+def test_cuda_graph_training_of_a_sampling_model_and_its_resume(tmp_path):
+    """f-srnn samples its latents inside the graph (fresh noise at every replay); a run stopped and
+    resumed captures again and ends where the uninterrupted one does (step, schedule)."""
+    config = dict(model="f-srnn", size="tiny", steps=6, valid_every=3, batch_size=4, device="cuda",
+                  progress=False, cuda_graph=True, out=str(tmp_path / "run"))
+    dataset = make_dataset(n_train=24)
+    first = Trainer(TrainConfig(**config, stop_at=3), dataset=dataset)
+    before = {k: v.detach().clone() for k, v in first.model.state_dict().items()}
+    first.fit()
+    losses = [row["loss_per_value"] for row in first.history]
+    second = Trainer(TrainConfig(**config), dataset=dataset)
+    second.resume()
+    row = second.fit()
+    # a new process checks its first step eagerly (--pyro-validation first), then captures anew
+    assert first.graphed.replays == 2 and second.step == 6 and second.graphed.replays == 2
+    assert all(torch.isfinite(torch.tensor(v)) for v in losses + [row["loss_per_value"]])
+    after = second.model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    # the last step's annealed KL scale and cosine learning rate, as an uninterrupted run's
+    assert row["kl_scale"] == pytest.approx(0.2 + 5 * 1e-4)
+    assert row["lr"] == pytest.approx(1e-6 + (1e-3 - 1e-6) * (1 + math.cos(math.pi * 5 / 6)) / 2, rel=1e-6)
+
+
+@needs_cuda
+def test_cuda_graph_step_that_diverges_stops_before_the_update(tmp_path):
+    """A non-finite loss in a replayed step stops training as in an eager one: no update applied, and
+    the batch re-run eagerly with Pyro's checks names the site."""
+    from pyro_srnn.train import TrainingDiverged
+
+    config = TrainConfig(model="f-rnn", size="tiny", steps=4, valid_every=100, batch_size=4, device="cuda",
+                         progress=False, cuda_graph=True, out=str(tmp_path))
+    trainer = Trainer(config, dataset=make_dataset(n_train=24))
+    for step in range(2):  # the eager first step, then the capture
+        trainer.train_step(trainer.sampler.batch(step).to("cuda"))
+    assert trainer.graphed.replays == 1
+    with torch.no_grad():
+        trainer.model.head.proj.bias.fill_(float("nan"))
+    before = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    with pytest.raises(TrainingDiverged, match="non-finite loss at step 3"):
+        trainer.train_step(trainer.sampler.batch(2).to("cuda"))
+    assert trainer.graphed.replays == 2 and trainer.step == 2
+    after = trainer.model.state_dict()
+    for k in before:
+        torch.testing.assert_close(after[k], before[k], equal_nan=True)
+
+
+@needs_cuda
+def test_cli_trains_with_cuda_graph(tmp_path, capsys):
+    from pyro_srnn.cli import main
+
+    code = main(["train", "--dataset", "bach_chorales", "--size", "tiny", "--steps", "4", "--valid-every", "4",
+                 "--valid-max-batches", "1", "--device", "cuda", "--cuda-graph", "--out", str(tmp_path / "run"),
+                 "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "run" / "result.json").exists()

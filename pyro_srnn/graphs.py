@@ -1,0 +1,136 @@
+"""CUDA graphs of the training step (``train --cuda-graph``): Pyro's Python runs once, its kernels replay.
+
+On a GPU the steps of the smaller models are launch-bound: the host's Python — Pyro tracing guide and
+model, the sample sites, the plate, autograd — decides the step time, not the kernels.
+``benchmarks/bench_graphs.py`` measured it (one H200, 2026-11-26, the study's MIDI presets): the same
+step captured once in a CUDA graph and replayed was 1.5–2.4× faster than run eagerly, and Pyro's step
+then cost what the hand-written torch step cost (ratio 0.995–1.030, eager 1.06–1.15).
+
+What is captured is everything up to the step's one read back to the host: the loss (Pyro's ELBO
+module: guide and model traced, every site scored), the reconstruction term, the backward pass of the
+loss over the value count and the gradient-norm clipping. The trainer then reads loss, reconstruction
+and gradient norm as in an eager step, stops before any update when one is not finite, and runs the
+optimiser and the scheduler eagerly (a fused Adam: a few launches). So checkpoints, ``--resume`` and
+the learning-rate schedule are those of eager training, and a diverging step still names its site
+(the trainer re-runs that batch eagerly with Pyro's checks on).
+
+A captured step reads its inputs from static buffers: each step copies its batch into them and fills
+the KL scale and the value count (0-dim device tensors; the models take the KL scale as a tensor in
+``poutine.scale`` unchanged) before the replay. A graph fixes the batch's shape, so there is one per
+shape (the trainer pads chunked batches to the chunk length, so one in all); past ``max_graphs``
+shapes, steps of a new shape run eagerly. The gradients live in each graph's memory and are pointed to
+by ``param.grad`` after each replay. Before a capture, ``warmup`` forward-backward passes run on a side
+stream (cuDNN and cuBLAS plans, the allocator), their gradients dropped. Random draws replay from the
+CUDA generator's advancing offset: fresh noise at every replay.
+
+Not combined with Pyro's validation at every step (each check reads a value back to the host, which a
+capture forbids; the default ``--pyro-validation first`` checks the first, eager step) or with
+data-parallel training (its collectives are not captured): the trainer refuses both.
+
+Reference: PyTorch, "CUDA Graphs" (``torch.cuda.graph``, whole-network capture).
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .data.batch import SequenceBatch
+
+__all__ = ["GraphedStep", "graph_key"]
+
+#: ``(batch, kl_scale, divisor) -> tensor [loss, reconstruction, gradient norm]``, after backward and clipping
+StepPass = Callable[[SequenceBatch, object, object], torch.Tensor]
+
+
+def graph_key(batch: SequenceBatch) -> tuple:
+    """What a captured graph fixes about a batch: shapes and dtypes of its tensors."""
+    return (tuple(batch.inputs.shape), batch.inputs.dtype, batch.targets.dtype,
+            None if batch.seq_ids is None else tuple(batch.seq_ids.shape))
+
+
+@dataclass
+class _Captured:
+    batch: SequenceBatch  # the static input buffers
+    kl_scale: torch.Tensor
+    divisor: torch.Tensor
+    graph: "torch.cuda.CUDAGraph"
+    read: torch.Tensor  # the static output: [loss, reconstruction, gradient norm]
+    grads: list  # each parameter's gradient in this graph's memory (None: no gradient)
+
+
+class GraphedStep:
+    """Runs ``step_pass`` (forward, backward, clipping) of a batch as a replayed CUDA graph, one per shape.
+
+    ``__call__(batch, kl_scale, divisor)`` returns the pass's output (a static tensor, overwritten at the
+    next replay: read it first) with the gradients in ``param.grad``, or ``None`` when the batch has
+    a new shape and ``max_graphs`` graphs exist (run that step eagerly).
+    """
+
+    def __init__(self, step_pass: StepPass, params, *, warmup: int = 2, max_graphs: int = 8):
+        if warmup < 1:
+            raise ValueError("a capture needs at least one warm-up pass")
+        self.step_pass = step_pass
+        self.params = list(params)
+        self.warmup = warmup
+        self.max_graphs = max_graphs
+        self.graphs: dict[tuple, _Captured] = {}
+        self.replays = 0
+        self._warned = False
+
+    def __call__(self, batch: SequenceBatch, kl_scale: float, divisor: float) -> torch.Tensor | None:
+        key = graph_key(batch)
+        captured = self.graphs.get(key)
+        if captured is None:
+            if len(self.graphs) >= self.max_graphs:
+                if not self._warned:
+                    warnings.warn(f"--cuda-graph: more than {self.max_graphs} batch shapes; steps of further "
+                                  "shapes run eagerly", RuntimeWarning, stacklevel=2)
+                    self._warned = True
+                return None
+            captured = self.graphs[key] = self._capture(batch, kl_scale, divisor)
+        static = captured.batch
+        static.inputs.copy_(batch.inputs, non_blocking=True)
+        static.targets.copy_(batch.targets, non_blocking=True)
+        static.mask.copy_(batch.mask, non_blocking=True)
+        if static.seq_ids is not None:
+            static.seq_ids.copy_(batch.seq_ids, non_blocking=True)
+        captured.kl_scale.fill_(float(kl_scale))  # a kernel argument: no copy from the host
+        captured.divisor.fill_(float(divisor))
+        captured.graph.replay()
+        for p, g in zip(self.params, captured.grads):
+            p.grad = g
+        self.replays += 1
+        return captured.read
+
+    def _capture(self, batch: SequenceBatch, kl_scale: float, divisor: float) -> _Captured:
+        device = batch.inputs.device
+        if device.type != "cuda":
+            raise ValueError(f"CUDA graphs need a batch on a CUDA device, got {device}")
+        static = SequenceBatch(batch.inputs.clone(), batch.targets.clone(), batch.mask.clone(),
+                               None if batch.seq_ids is None else batch.seq_ids.clone())
+        kl = torch.full((), float(kl_scale), device=device)
+        div = torch.full((), float(divisor), device=device)
+
+        def run():  # a fresh batch object each pass: the shared-feature cache is per step
+            return self.step_pass(SequenceBatch(static.inputs, static.targets, static.mask, static.seq_ids), kl, div)
+
+        self._clear_grads()
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(self.warmup):
+                run()
+                self._clear_grads()
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):  # gradients made here live in the graph's memory
+            read = run()
+        grads = [p.grad for p in self.params]
+        return _Captured(static, kl, div, graph, read, grads)
+
+    def _clear_grads(self) -> None:
+        for p in self.params:
+            p.grad = None
