@@ -10,8 +10,8 @@
 #      with Pyro's validation as the trainer's default (first step only) and at every step (always);
 #   5. Pyro's fixed cost per step on the GPU (bench_step.py --configs micro --pyro-validation always
 #      --with-unvalidated: tiny models, overhead_ms = pyro_ms - torch_ms, with and without Pyro's validation);
-#   6. whether a CUDA graph of the whole step removes Pyro's fixed cost (bench_graphs.py: eager against
-#      captured step, Pyro and torch paths, for the launch-bound models; a measurement, not a trainer feature);
+#   6. CUDA graphs (bench_graphs.py): eager against captured step, Pyro and torch paths, and the trainer's
+#      step eagerly and with --cuda-graph, for the launch-bound models;
 #   7. one timed full-size step of every model (bench_fullsize.py --devices cuda).
 #
 # Usage:  bash benchmarks/run_gpu.sh [LOGDIR]      (default runs/gpu; CSVs go to benchmarks/results/)
