@@ -125,6 +125,7 @@ def _resumed_config(path: Path, given, steps: int | None):
 def cmd_train(args) -> int:
     from .data import DATASETS, ensure_registered
     from .models import GUIDES, MODELS, build_guide, model_names, guide_names
+    from .graphs import GraphCaptureError
     from .train import TrainConfig, Trainer, TrainingDiverged
     from .checkpoint import CheckpointError
     from .evaluate import evaluate_split
@@ -167,7 +168,7 @@ def cmd_train(args) -> int:
             if args.resume:
                 trainer.resume()
             trainer.fit()
-    except (CheckpointError, TrainingDiverged) as e:
+    except (CheckpointError, TrainingDiverged, GraphCaptureError) as e:
         return _fail(str(e))
     except (ValueError, FileNotFoundError) as e:
         return _fail(str(e))

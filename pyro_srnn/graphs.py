@@ -39,7 +39,11 @@ import torch
 
 from .data.batch import SequenceBatch
 
-__all__ = ["GraphedStep", "graph_key"]
+__all__ = ["GraphedStep", "GraphCaptureError", "graph_key"]
+
+
+class GraphCaptureError(RuntimeError):
+    """A training step that a CUDA graph could not hold (the cause is chained)."""
 
 #: ``(batch, kl_scale, divisor) -> tensor [loss, reconstruction, gradient norm]``, after backward and clipping
 StepPass = Callable[[SequenceBatch, object, object], torch.Tensor]
@@ -90,7 +94,14 @@ class GraphedStep:
                                   "shapes run eagerly", RuntimeWarning, stacklevel=2)
                     self._warned = True
                 return None
-            captured = self.graphs[key] = self._capture(batch, kl_scale, divisor)
+            try:
+                captured = self._capture(batch, kl_scale, divisor)
+            except Exception as e:  # noqa: BLE001 — name the feature and the way out, keep the cause
+                self._clear_grads()
+                raise GraphCaptureError(f"--cuda-graph: the training step could not be captured in a CUDA graph "
+                                   f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                                   "train without --cuda-graph") from e
+            self.graphs[key] = captured
         static = captured.batch
         static.inputs.copy_(batch.inputs, non_blocking=True)
         static.targets.copy_(batch.targets, non_blocking=True)
