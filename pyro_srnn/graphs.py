@@ -100,7 +100,8 @@ class GraphedStep:
                 self._clear_grads()
                 raise GraphCaptureError(f"--cuda-graph: the training step could not be captured in a CUDA graph "
                                    f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                                   "train without --cuda-graph") from e
+                                   "train without --cuda-graph, in a new process (a failed capture can leave "
+                                   "this one's CUDA random generator unusable)") from e
             self.graphs[key] = captured
         static = captured.batch
         static.inputs.copy_(batch.inputs, non_blocking=True)

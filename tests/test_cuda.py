@@ -301,23 +301,44 @@ def test_cuda_graph_across_output_families_and_estimators(tmp_path, family, mode
     assert graphed.graphed.replays == 3
 
 
+_CAPTURE_FAILURE = """
+import sys
+import torch
+sys.path.insert(0, "tests")
+from conftest import make_dataset
+from pyro_srnn.graphs import GraphCaptureError
+from pyro_srnn.train import TrainConfig, Trainer
+
+config = TrainConfig(model="f-rnn", size="tiny", steps=3, batch_size=4, device="cuda", progress=False,
+                     cuda_graph=True, pyro_validation="off", out=sys.argv[1])
+trainer = Trainer(config, dataset=make_dataset(n_train=24))
+real_pass = trainer.graphed.step_pass
+
+def reading_pass(batch, kl_scale, divisor):
+    read = real_pass(batch, kl_scale, divisor)
+    float(read[0])  # a host read: a synchronisation, forbidden while capturing
+    return read
+
+trainer.graphed.step_pass = reading_pass
+try:
+    trainer.train_step(trainer.sampler.batch(0).to("cuda"))
+except GraphCaptureError as e:
+    assert not trainer.graphed.graphs and all(p.grad is None for p in trainer.params)
+    print(e)
+"""
+
+
 @needs_cuda
 def test_cuda_graph_capture_failure_is_one_clear_error(tmp_path):
-    """A step that reads a value back to the host cannot be captured: the trainer says so and how to go on."""
-    from pyro_srnn.graphs import GraphCaptureError
+    """A step that reads a value back to the host cannot be captured: the trainer says so and how to go
+    on. (In its own process: a failed capture leaves the process's CUDA generator unusable.)"""
+    import subprocess
+    import sys
+    from pathlib import Path
 
-    config = TrainConfig(model="f-rnn", size="tiny", steps=3, batch_size=4, device="cuda", progress=False,
-                         cuda_graph=True, pyro_validation="off", out=str(tmp_path))
-    trainer = Trainer(config, dataset=make_dataset(n_train=24))
-    real_pass = trainer.graphed.step_pass
-
-    def reading_pass(batch, kl_scale, divisor):
-        read = real_pass(batch, kl_scale, divisor)
-        if float(read[0]) > 0:  # a host read: a synchronisation, forbidden while capturing
-            return read
-        return read
-
-    trainer.graphed.step_pass = reading_pass
-    with pytest.raises(GraphCaptureError, match="could not be captured .* train without --cuda-graph"):
-        trainer.train_step(trainer.sampler.batch(0).to("cuda"))
-    assert not trainer.graphed.graphs and all(p.grad is None for p in trainer.params)
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", _CAPTURE_FAILURE, str(tmp_path)], cwd=root, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "could not be captured" in done.stdout and "train without --cuda-graph" in done.stdout
+    assert "new process" in done.stdout
