@@ -15,10 +15,8 @@ so an interrupted run ends with exactly the parameters of an uninterrupted one.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
-import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,8 +37,8 @@ from .infer import make_elbo, make_schedule
 from .models import build_guide, build_model
 from .models.base import SequenceGuide, SequenceModel, model_from_config, GUIDES
 
-__all__ = ["TrainConfig", "Trainer", "check_cuda_graph", "TrainingDiverged", "train", "make_optimizer", "STUDY_BATCH_SIZE",
-           "study_increment", "PYRO_VALIDATION_MODES", "pyro_validation_mode", "PyroChecks"]
+__all__ = ["TrainConfig", "Trainer", "use_cuda_graph", "TrainingDiverged", "train", "make_optimizer",
+           "STUDY_BATCH_SIZE", "study_increment", "PYRO_VALIDATION_MODES", "pyro_validation_mode", "PyroChecks"]
 
 #: study batch sizes per domain (SPEC §5)
 STUDY_BATCH_SIZE = {"midi": 16, "speech": 32, "handwriting": 32}
@@ -90,10 +88,11 @@ class TrainConfig:
     # In every mode the trainer checks loss and gradient norm each step and, when one is not finite,
     # re-runs that batch with Pyro's checks on to name the site (TrainingDiverged's message).
     pyro_validation: str = "first"
-    # CUDA only: capture each step's loss, backward and clipping in a CUDA graph and replay it
-    # (pyro_srnn.graphs): Pyro's Python runs once instead of every step. Batches are padded to the
-    # chunk length (one shape, one graph); not with pyro_validation="always" or data-parallel runs.
-    cuda_graph: bool = False
+    # CUDA graphs (pyro_srnn.graphs): capture each step's loss, backward and clipping once and replay
+    # it, so Pyro's Python runs once instead of every step; batches are padded to the chunk length
+    # (one shape, one graph). None (default): on wherever it can be — a CUDA device, one process,
+    # pyro_validation not "always"; True: on, or a clear error where it cannot be; False: eager steps.
+    cuda_graph: bool | None = None
 
     def __post_init__(self):
         self.pyro_validation = pyro_validation_mode(self.pyro_validation)
@@ -115,18 +114,23 @@ def pyro_validation_mode(value) -> str:
     return value
 
 
-def check_cuda_graph(config: TrainConfig, device: torch.device, dist: DistContext) -> None:
-    """Raise ``ValueError`` when ``config.cuda_graph`` cannot work: off CUDA, with Pyro's checks at every
-    step, or with data-parallel training."""
-    if not config.cuda_graph:
-        return
+def use_cuda_graph(config: TrainConfig, device: torch.device, dist: DistContext) -> bool:
+    """Whether the trainer captures its steps in CUDA graphs: ``config.cuda_graph`` where given (``True``
+    where it cannot work — off CUDA, with Pyro's checks at every step, with data-parallel training —
+    is a ``ValueError``), else wherever it can work."""
+    reasons = []
     if device.type != "cuda":
-        raise ValueError(f"--cuda-graph needs --device cuda (got device {str(device)!r}): CUDA graphs are a CUDA feature")
+        reasons.append(f"--cuda-graph needs --device cuda (got device {str(device)!r}): CUDA graphs are a CUDA feature")
     if config.pyro_validation == "always":
-        raise ValueError("--cuda-graph replays steps without running Python, so Pyro's checks cannot run at every "
-                         "step: use --pyro-validation first (the default) or off")
+        reasons.append("--cuda-graph replays steps without running Python, so Pyro's checks cannot run at every "
+                       "step: use --pyro-validation first (the default) or off")
     if dist.active:
-        raise ValueError("--cuda-graph is for single-process training: data-parallel collectives are not captured")
+        reasons.append("--cuda-graph is for single-process training: data-parallel collectives are not captured")
+    if config.cuda_graph is None:
+        return not reasons
+    if config.cuda_graph and reasons:
+        raise ValueError(reasons[0])
+    return bool(config.cuda_graph)
 
 
 class PyroChecks:
@@ -186,7 +190,7 @@ class Trainer:
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("--device cuda was asked for but no CUDA device is available")
         check_precision(config.precision, self.device)
-        check_cuda_graph(config, self.device, self.dist)
+        self.uses_cuda_graph = use_cuda_graph(config, self.device, self.dist)
 
         self.dataset = dataset if dataset is not None else load_dataset(config.dataset, config.data_dir)
         spec = self.dataset.spec
@@ -211,13 +215,13 @@ class Trainer:
         batch_size = config.batch_size or STUDY_BATCH_SIZE.get(spec.domain, 16)
         # a captured step fixes the batch's shape: pad every batch to the chunk length (padding is masked)
         self.sampler = BatchSampler(self.train_chunks, batch_size, seed=config.seed, rank=rank,
-                                    world_size=world_size, pad_to=chunk_len if config.cuda_graph else None)
+                                    world_size=world_size, pad_to=chunk_len if self.uses_cuda_graph else None)
 
         self.elbo = make_elbo(config.estimator)
         self.loss_fn = self.elbo(self.model, self.guide)
         self.params = [p for p in self.loss_fn.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(self.params, lr=config.lr)
-        self.graphed = GraphedStep(self._step_pass, self.params) if config.cuda_graph else None
+        self.graphed = GraphedStep(self._step_pass, self.params) if self.uses_cuda_graph else None
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             self.optimizer, T_max=max(config.steps, 1), eta_min=config.lr_min)
         increment = config.anneal_increment if config.anneal_increment is not None else study_increment(spec.domain)

@@ -6,10 +6,12 @@
   loss stay float32 and close to the float32 loss, and removing the hooks restores
   the float32 loss exactly.
 * CUDA tests train a few steps on the GPU (fp32 and bf16) and skip cleanly without one.
-* ``--cuda-graph`` (``pyro_srnn.graphs``): refused with one clear error off CUDA, with Pyro's checks at
-  every step and with data-parallel training (checked without a GPU); on a GPU, models that draw no
-  noise train to the same parameters through replayed graphs as eagerly (one graph, several shapes,
-  bf16), a sampling model trains and resumes, and a diverging replayed step stops before its update.
+* CUDA graphs of the step (``pyro_srnn.graphs``; ``--cuda-graph``, on by default wherever they can
+  be): off on CPU, with Pyro's checks at every step and with data-parallel training, and one clear
+  error there when asked for (checked without a GPU); on a GPU, models that draw no noise train to
+  the same parameters through replayed graphs as eagerly (one graph, several shapes, bf16, every
+  output family, both estimators), a sampling model trains and resumes, a diverging replayed step
+  stops before its update, and a step that cannot be captured is one clear error.
 """
 from __future__ import annotations
 
@@ -156,19 +158,25 @@ def test_cli_refuses_cuda_graph_on_cpu(tmp_path, capsys):
 @pytest.mark.parametrize("change, message", [
     (dict(pyro_validation="always"), "Pyro's checks cannot run at every step"),
     (dict(world_size=2), "single-process training"),
+    (dict(device="cpu"), "--cuda-graph needs --device cuda"),
 ])
-def test_cuda_graph_refuses_what_a_capture_cannot_hold(change, message):
-    """Checked before anything is built (so without a GPU): Pyro's checks at every step read values
-    back to the host, which a capture forbids; collectives are not captured."""
+def test_cuda_graph_is_on_wherever_it_can_be_and_refused_where_asked_for_and_impossible(change, message):
+    """Decided before anything is built (so without a GPU): by default CUDA graphs are used on a CUDA
+    device unless Pyro's checks run at every step (each reads values back to the host, which a
+    capture forbids) or the run is data-parallel (collectives are not captured); asking for them there
+    is one clear error, and ``cuda_graph=False`` always trains eagerly."""
     from pyro_srnn.distributed import DistContext
-    from pyro_srnn.train import check_cuda_graph
+    from pyro_srnn.train import use_cuda_graph
 
-    config = TrainConfig(model="f-rnn", cuda_graph=True, device="cuda",
-                         pyro_validation=change.get("pyro_validation", "first"))
+    def use(cuda_graph, change=change):
+        config = TrainConfig(model="f-rnn", cuda_graph=cuda_graph, pyro_validation=change.get("pyro_validation", "first"))
+        return use_cuda_graph(config, torch.device(change.get("device", "cuda")),
+                              DistContext(world_size=change.get("world_size", 1)))
+
+    assert use(None, {}) is True and use(True, {}) is True and use(False, {}) is False
+    assert use(None) is False and use(False) is False
     with pytest.raises(ValueError, match=message):
-        check_cuda_graph(config, torch.device("cuda"), DistContext(world_size=change.get("world_size", 1)))
-    check_cuda_graph(TrainConfig(model="f-rnn", device="cuda", pyro_validation="always"), torch.device("cuda"),
-                     DistContext(world_size=2))  # without --cuda-graph: nothing to refuse
+        use(True)
 
 
 def _graph_and_eager(tmp_path, model, *, precision="fp32", chunk_len=8, steps=6, max_graphs=8, family="bernoulli",
