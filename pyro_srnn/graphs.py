@@ -1,10 +1,12 @@
-"""CUDA graphs of the training step (``train --cuda-graph``): Pyro's Python runs once, its kernels replay.
+"""CUDA graphs of the training step (``train --cuda-graph``, the default on a GPU): Pyro's Python runs
+once, its kernels replay.
 
-On a GPU the steps of the smaller models are launch-bound: the host's Python — Pyro tracing guide and
-model, the sample sites, the plate, autograd — decides the step time, not the kernels.
-``benchmarks/bench_graphs.py`` measured it (one H200, 2026-11-26, the study's MIDI presets): the same
-step captured once in a CUDA graph and replayed was 1.5–2.4× faster than run eagerly, and Pyro's step
-then cost what the hand-written torch step cost (ratio 0.995–1.030, eager 1.06–1.15).
+On a GPU the steps of most models here are launch-bound: the host's Python — Pyro tracing guide and
+model, the sample sites, the plate, autograd, the launches of a 100-step sampling loop — decides the
+step time, not the kernels. ``benchmarks/bench_graphs.py`` measured it (one H200, 2026-11-26, the
+study's MIDI presets, all 13 models): captured, Pyro's step costs what the hand-written torch step
+costs (0.965–1.026×; eagerly seven models are 1.06–1.12×, ``bench_step_cuda.csv``), and the trainer's
+step is 1.4–2.2× faster for the launch-bound models and 3.3–5.8× for the sequential ones.
 
 What is captured is everything up to the step's one read back to the host: the loss (Pyro's ELBO
 module: guide and model traced, every site scored), the reconstruction term, the backward pass of the
@@ -25,7 +27,10 @@ CUDA generator's advancing offset: fresh noise at every replay.
 
 Not combined with Pyro's validation at every step (each check reads a value back to the host, which a
 capture forbids; the default ``--pyro-validation first`` checks the first, eager step) or with
-data-parallel training (its collectives are not captured): the trainer refuses both.
+data-parallel training (its collectives are not captured): there the trainer steps eagerly, and
+refuses ``--cuda-graph`` when asked for (:func:`pyro_srnn.train.use_cuda_graph`). A step that cannot
+be captured raises :class:`GraphCaptureError`; a failed capture can leave the process's CUDA random
+generator unusable, so the way on is a new process with ``--no-cuda-graph``.
 
 Reference: PyTorch, "CUDA Graphs" (``torch.cuda.graph``, whole-network capture).
 """
@@ -44,6 +49,7 @@ __all__ = ["GraphedStep", "GraphCaptureError", "graph_key"]
 
 class GraphCaptureError(RuntimeError):
     """A training step that a CUDA graph could not hold (the cause is chained)."""
+
 
 #: ``(batch, kl_scale, divisor) -> tensor [loss, reconstruction, gradient norm]``, after backward and clipping
 StepPass = Callable[[SequenceBatch, object, object], torch.Tensor]
@@ -98,10 +104,11 @@ class GraphedStep:
                 captured = self._capture(batch, kl_scale, divisor)
             except Exception as e:  # noqa: BLE001 — name the feature and the way out, keep the cause
                 self._clear_grads()
-                raise GraphCaptureError(f"--cuda-graph: the training step could not be captured in a CUDA graph "
-                                   f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                                   "train without --cuda-graph, in a new process (a failed capture can leave "
-                                   "this one's CUDA random generator unusable)") from e
+                cause = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                raise GraphCaptureError(
+                    f"the training step could not be captured in a CUDA graph ({cause}); train with "
+                    "--no-cuda-graph, in a new process (a failed capture can leave this one's CUDA random "
+                    "generator unusable)") from e
             self.graphs[key] = captured
         static = captured.batch
         static.inputs.copy_(batch.inputs, non_blocking=True)

@@ -7,6 +7,10 @@ update, capped at 1). The ELBO is Pyro's ``Trace_ELBO`` (or ``TraceMeanField_ELB
 used as an ``nn.Module`` (``elbo(model, guide)``), so any torch optimiser, scheduler
 or DDP reduction applies.
 
+On a CUDA device each step up to its one read back to the host (loss, backward pass, clipping) is
+captured in a CUDA graph and replayed (:mod:`pyro_srnn.graphs`; ``cuda_graph=False`` steps
+eagerly), so Pyro's Python runs once, not at every step.
+
 Every ``valid_every`` steps the model is evaluated on the validation split; the run
 directory keeps ``best.pt`` (best validation), ``latest.pt``, ``metrics.csv`` and
 ``curves.png``. ``resume=True`` continues from ``latest.pt`` with model, guide,

@@ -348,5 +348,5 @@ def test_cuda_graph_capture_failure_is_one_clear_error(tmp_path):
     done = subprocess.run([sys.executable, "-c", _CAPTURE_FAILURE, str(tmp_path)], cwd=root, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "could not be captured" in done.stdout and "train without --cuda-graph" in done.stdout
+    assert "could not be captured" in done.stdout and "train with --no-cuda-graph" in done.stdout
     assert "new process" in done.stdout
