@@ -101,6 +101,7 @@ def _train_on_cuda(tmp_path, model, precision):
     before = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
     row = trainer.fit()
     assert trainer.step == 3
+    assert trainer.graphed.replays == 2  # the default on a GPU: the first step eager (Pyro's checks), then replays
     assert all(p.is_cuda for p in trainer.model.parameters())
     assert torch.isfinite(torch.tensor(row["loss_per_value"]))
     after = trainer.model.state_dict()
