@@ -156,6 +156,13 @@ def test_cli_refuses_cuda_graph_on_cpu(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_cli_cuda_graph_default_insist_and_opt_out():
+    from pyro_srnn.cli import build_parser
+
+    parse = lambda *extra: build_parser().parse_args(["train", *extra]).cuda_graph  # noqa: E731
+    assert parse() is None and parse("--cuda-graph") is True and parse("--no-cuda-graph") is False
+
+
 @pytest.mark.parametrize("change, message", [
     (dict(pyro_validation="always"), "Pyro's checks cannot run at every step"),
     (dict(world_size=2), "single-process training"),
