@@ -31,7 +31,8 @@ Usage::
     python benchmarks/bench_graphs.py --reps 12            # the 7 launch-bound models of bench_step_cuda.csv
     python benchmarks/bench_graphs.py --reps 10 --models dmm rnn-flat srnn-flat srnn-fraccaro vrnn zforcing
 
-Writes ``benchmarks/results/bench_graphs_cuda.csv`` and prints the table.
+Writes ``benchmarks/results/bench_graphs_cuda.csv`` and its plot (``.png``; ``--replot CSV`` redraws
+it) and prints the table.
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ import time
 import traceback
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 HERE = Path(__file__).resolve().parent
@@ -189,9 +191,52 @@ def _measure_path(path, loss_fn, params, batch, kl_scale, num_values, reps, warm
     return row
 
 
-def main(argv=None):
-    import pandas as pd
+def plot(frame, path) -> None:
+    """Two panels, one row per model: Pyro's step over the hand-written step, eager (bar) and captured
+    (dot), against the 1.05 and 1.15 targets; the trainer's step eagerly and with ``--cuda-graph`` (ms,
+    log scale), labelled with the speed-up."""
+    import matplotlib
 
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pyro_rows = frame[frame["path"] == "pyro"].set_index("model")
+    trainer = frame[frame["path"] == "trainer"].set_index("model")
+    models = sorted(set(pyro_rows.index) | set(trainer.index), reverse=True)
+    if not models:
+        return
+    y = range(len(models))
+    fig, (ratio_ax, ms_ax) = plt.subplots(1, 2, figsize=(11, 1.4 + 0.32 * len(models)), sharey=True)
+    ratios = pyro_rows.reindex(models)
+    ratio_ax.barh(y, ratios["ratio_eager"] - 1.0, left=1.0, color="tab:grey", alpha=0.5, label="eager")
+    if "ratio_graph" in ratios:
+        ratio_ax.scatter(ratios["ratio_graph"], y, color="tab:blue", zorder=3, label="captured (CUDA graph)")
+    for target in (1.05, 1.15):
+        ratio_ax.axvline(target, color="tab:red", lw=0.8, ls="--" if target > 1.05 else "-")
+    ratio_ax.axvline(1.0, color="k", lw=0.6)
+    ratio_ax.set_xlabel("Pyro step / hand-written torch step (targets 1.05; 1.15 sequential)")
+    ratio_ax.set_yticks(list(y), models, fontsize=8)
+    ratio_ax.legend(fontsize=7, loc="upper left")
+    steps = trainer.reindex(models)
+    if "graph_ms" in steps:
+        ms_ax.barh([i + 0.2 for i in y], steps["eager_ms"], height=0.4, color="tab:grey", alpha=0.6, label="eager")
+        ms_ax.barh([i - 0.2 for i in y], steps["graph_ms"], height=0.4, color="tab:blue", alpha=0.7,
+                   label="--cuda-graph")
+        for i, (eager, graph) in enumerate(zip(steps["eager_ms"], steps["graph_ms"])):
+            if eager == eager and graph == graph:  # not NaN
+                ms_ax.text(eager * 1.05, i, f"{eager / graph:.1f}×", va="center", fontsize=7)
+        ms_ax.set_xscale("log")
+        ms_ax.set_xlim(right=1.6 * steps["eager_ms"].max())  # room for the labels
+        ms_ax.legend(fontsize=7, loc="upper right")
+    ms_ax.set_xlabel("trainer step (ms, log scale)")
+    gpu = frame["gpu"].dropna().iloc[0] if "gpu" in frame and frame["gpu"].notna().any() else "no GPU"
+    fig.suptitle(f"CUDA graphs of the training step ({gpu}, MIDI configuration)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="*", default=list(LAUNCH_BOUND))
     p.add_argument("--reps", type=int, default=20)
@@ -200,7 +245,11 @@ def main(argv=None):
     p.add_argument("--timeout", type=float, default=120, help="seconds per model (its own process)")
     p.add_argument("--out", default=str(HERE / "results" / "bench_graphs_cuda.csv"))
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: one model, JSON rows on stdout
+    p.add_argument("--replot", metavar="CSV", default=None, help="redraw the plot of a saved CSV (no GPU needed)")
     args = p.parse_args(argv)
+    if args.replot:
+        plot(pd.read_csv(args.replot), Path(args.replot).with_suffix(".png"))
+        return None
     if not (str(args.device).startswith("cuda") and torch.cuda.is_available()):
         print("bench_graphs.py measures CUDA graphs: it needs a CUDA device (none here); nothing measured",
               file=sys.stderr)
@@ -237,7 +286,8 @@ def main(argv=None):
     frame = pd.DataFrame(rows)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    bench_step.save_merged(frame, out, ["model", "path"])
+    merged = bench_step.save_merged(frame, out, ["model", "path"])
+    plot(merged, out.with_suffix(".png"))
     cols = [c for c in ("model", "path", "eager_ms", "graph_ms", "graph_speedup", "ratio_eager", "ratio_graph",
                         "loss_eager", "loss_graph", "capture") if c in frame]
     with pd.option_context("display.width", 220, "display.max_colwidth", 80):

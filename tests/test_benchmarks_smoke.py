@@ -424,3 +424,21 @@ def test_bench_graphs_rows_on_a_cpu_have_the_eager_times_and_the_failed_capture(
     # the trainer's step: its loss is per value (the others' per batch), and --cuda-graph refused off CUDA
     assert rows[2]["loss_eager"] == pytest.approx(rows[0]["loss_eager"] / (16 * 100 * 88), rel=0.05)
     assert "--cuda-graph needs --device cuda" in rows[2]["capture"]
+
+
+def test_bench_graphs_replots_a_saved_table_without_a_gpu(tmp_path):
+    """The plot beside ``bench_graphs_cuda.csv`` is redrawn from the CSV alone (``--replot``), rows of a
+    failed capture (no graph columns) included."""
+    import bench_graphs
+    import pandas as pd
+
+    rows = [dict(model="f-rnn", path="pyro", eager_ms=6.7, graph_ms=2.3, ratio_eager=0.96, ratio_graph=0.98, gpu="X"),
+            dict(model="f-rnn", path="torch", eager_ms=7.0, graph_ms=2.4, ratio_eager=0.96, ratio_graph=0.98, gpu="X"),
+            dict(model="f-rnn", path="trainer", eager_ms=6.8, graph_ms=3.2, gpu="X"),
+            dict(model="vrnn", path="pyro", eager_ms=120.0, ratio_eager=0.77, capture="RuntimeError: …", gpu="X"),
+            dict(model="vrnn", path="trainer", eager_ms=141.8, capture="RuntimeError: …", gpu="X")]
+    csv = tmp_path / "graphs.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    assert bench_graphs.main(["--replot", str(csv)]) is None  # no CUDA needed
+    png = csv.with_suffix(".png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
