@@ -17,9 +17,14 @@
    ``--device`` (``cuda`` times on the GPU, synchronised). *NLL*: each variant trained for
    ``--nll-steps`` updates with ``pyro-srnn train`` on the same device (the study's
    protocol; runs in parallel subprocesses, reused when finished), test NLL of the
-   best-validation checkpoint. Each LSTM row carries MADE's speed-up over it and the
-   relative NLL difference. Target (issue #8): MADE ≥ 10× faster per update at a test
-   NLL within ±2 % of the LSTM's. ``--made-curve EVERY UPDATES`` also trains MADE's first
+   best-validation checkpoint; a run finished on another device is read when this device
+   has none (column ``nll_device``). Each LSTM row carries the preset MADE's speed-up over
+   it and the relative NLL difference. Target (issue #8): MADE ≥ 10× faster per update at a
+   test NLL within ±2 % of the LSTM's. ``--made-hidden W ...`` adds MADEs of width ``W``
+   (rows ``made-h<W>``; the preset MADE's NLL is far better than the preset LSTM's, so
+   equal NLL needs a narrower MADE or a wider LSTM); each LSTM row then names the fastest
+   MADE row within ±2 % of its test NLL (``equal_nll_made``, ``equal_nll_update_speedup``,
+   ``target_met``). ``--made-curve EVERY UPDATES`` also trains MADE's first
    ``UPDATES`` updates of the same schedule, validated every ``EVERY``, and adds to each LSTM
    row when MADE first reached that LSTM's best validation NLL and ``equal_nll_speedup``, the
    training time of the LSTM's run over MADE's time to the same NLL.
@@ -31,6 +36,8 @@ Usage::
     python benchmarks/bench_scaling.py --part hier --nll-steps 0      # timing only
     python benchmarks/bench_scaling.py --part hier --hier-models rnn-hier --nll-steps 2000
     python benchmarks/bench_scaling.py --part hier --device cuda --lstm-hidden 256 --jobs 6
+    python benchmarks/bench_scaling.py --part hier --hier-models rnn-hier --made-hidden 2 4 8 \
+        --lstm-hidden 512 1024 --steps 3 --warmup 1     # equal-NLL pairs (slow: wide LSTMs on a CPU)
 
 Writes ``benchmarks/results/scaling_flat.csv``, ``scaling_hier.csv`` (keyed by model, low
 level and device: rows not run this time are kept) and ``scaling.png``.
@@ -55,12 +62,20 @@ HIER = ("rnn-hier", "srnn-hier")  # both switch their low level with the model a
 LOWS = ("made", "lstm")
 
 
-def low_level_variants(lstm_hidden=()) -> dict[str, dict]:
-    """Row label → model arguments: the two forms at the preset's widths, then wider LSTMs."""
+def low_level_variants(lstm_hidden=(), made_hidden=()) -> dict[str, dict]:
+    """Row label → model arguments: the two forms at the preset's widths, then wider LSTMs
+    (``lstm-h<H>``) and narrower or wider MADEs (``made-h<W>``)."""
     variants = {low: {"low": low} for low in LOWS}
     for h in lstm_hidden:
         variants[f"lstm-h{int(h)}"] = {"low": "lstm", "low_hidden": int(h)}
+    for w in made_hidden:
+        variants[f"made-h{int(w)}"] = {"low": "made", "low_hidden": int(w)}
     return variants
+
+
+def is_made(label: str) -> bool:
+    """Whether a row label names a masked (MADE) low level: ``made`` or ``made-h<W>``."""
+    return label == "made" or label.startswith("made-")
 
 
 def _rss_mib() -> float:
@@ -186,6 +201,24 @@ def _nll_run_dir(runs: Path, name: str, label: str, size: str, steps: int, seed:
     return runs / f"{name}-{size}-{label}-{steps}u-seed{seed}{_device_suffix(device)}"
 
 
+def finished_nll_run(runs: Path, name: str, label: str, size: str, steps: int, seed: int,
+                     device: str = "cpu") -> tuple[Path, str] | None:
+    """A finished NLL run of this variant (its ``result.json`` exists) and the device it trained on:
+    this device's own run if there is one, else one trained on another device (the NLL after the
+    same updates does not depend on the device: 5.03 against 5.04 nats for MADE and 10.91 against
+    10.91 for the LSTM, H200 against CPU), else ``None``."""
+    own = _nll_run_dir(runs, name, label, size, steps, seed, device)
+    if (own / "result.json").exists():
+        return own, device
+    base = _nll_run_dir(runs, name, label, size, steps, seed, "cpu").name
+    if not Path(runs).is_dir():
+        return None
+    for run in sorted(Path(runs).iterdir()):
+        if (run.name == base or run.name.startswith(base + "-")) and (run / "result.json").exists():
+            return run, run.name[len(base) + 1:] or "cpu"
+    return None
+
+
 def hier_nll(names, variants: dict, size: str, steps: int, seed: int, runs: Path, jobs: int,
              device: str = "cpu") -> list[dict]:
     """Train every (model, low-level variant) for ``steps`` updates with ``pyro-srnn train`` (the study's
@@ -193,16 +226,18 @@ def hier_nll(names, variants: dict, size: str, steps: int, seed: int, runs: Path
     test NLL of the best-validation checkpoint from the run's ``result.json``.
 
     Runs go to ``runs/<model>-<size>-<label>-<steps>u-seed<seed>[-cuda]``; a finished run (its
-    ``result.json`` exists) is read, not repeated. ``jobs`` runs go at once, the CPU's
-    cores split between them (and the GPU shared, on ``cuda``).
+    ``result.json`` exists) is read, not repeated — one trained on another device too, when this
+    device has none (column ``nll_device``). ``jobs`` runs go at once, the CPU's cores split
+    between them (and the GPU shared, on ``cuda``).
     """
     pending, results = [], {}
     for name in names:
         for label, model_args in variants.items():
-            out = _nll_run_dir(runs, name, label, size, steps, seed, device)
-            if (out / "result.json").exists():
-                results[(name, label)] = out
+            found = finished_nll_run(runs, name, label, size, steps, seed, device)
+            if found is not None:
+                results[(name, label)] = found
                 continue
+            out = _nll_run_dir(runs, name, label, size, steps, seed, device)
             cmd = _train_command(name, size, steps, seed, out, device, model_args,
                                  "--valid-every", str(max(steps // 4, 1)), "--eval-split", "test")
             pending.append(((name, label), out, cmd))
@@ -224,12 +259,13 @@ def hier_nll(names, variants: dict, size: str, steps: int, seed: int, runs: Path
                 running.remove(item)
                 if proc.returncode != 0:
                     raise RuntimeError(f"{' '.join(map(str, key))}: training failed, see {out / 'train.log'}")
-                results[key] = out
+                results[key] = (out, device)
     rows = []
-    for (name, label), out in results.items():
+    for (name, label), (out, nll_device) in results.items():
         summary = json.loads((out / "result.json").read_text())
-        rows.append({"model": name, "low_level": label, "device": device, "nll_updates": steps, "valid_nll_best": summary["best_valid"],
-                     "test_nll": summary["value"], "run": str(out)})
+        rows.append({"model": name, "low_level": label, "device": device, "nll_device": nll_device,
+                     "nll_updates": steps, "valid_nll_best": summary["best_valid"], "test_nll": summary["value"],
+                     "run": str(out)})
     return rows
 
 
@@ -291,7 +327,7 @@ def time_to_lstm_nll(frame, curves: dict):
         out = dict.fromkeys(TIME_TO_NLL_COLUMNS, math.nan)
         curve = curves.get(row.model)
         run = getattr(row, "run", None)
-        if row.low_level != "made" and curve is not None and isinstance(run, str) and Path(run, "metrics.csv").exists():
+        if not is_made(row.low_level) and curve is not None and isinstance(run, str) and Path(run, "metrics.csv").exists():
             best = validation_curve(Path(run)).min()
             reached = curve.index[curve.to_numpy() <= best]
             out["lstm_best_valid"] = best
@@ -303,42 +339,100 @@ def time_to_lstm_nll(frame, curves: dict):
     return pd.concat([frame.reset_index(drop=True), pd.DataFrame(rows)], axis=1)
 
 
+EQUAL_NLL_TOLERANCE = 0.02  # issue #8: "equal NLL (±2 %)"
+COMPARISON_COLUMNS = ("update_speedup", "low_level_speedup", "test_nll_rel_diff", "equal_nll_made",
+                      "equal_nll_rel_diff", "equal_nll_update_speedup", "target_met")
+
+
+def fill_nll_across_devices(frame):
+    """Rows timed without an NLL (``--nll-steps 0``, or NLL runs not finished on this device) take the
+    NLL of the same model and variant measured on another device, which does not depend on the
+    device (see :func:`finished_nll_run`); ``nll_device`` says where it was trained."""
+    if "test_nll" not in frame:
+        return frame
+    frame = frame.copy()
+    if "nll_device" not in frame:
+        frame["nll_device"] = None
+    has = frame.test_nll.notna()
+    frame.loc[has & frame.nll_device.isna(), "nll_device"] = frame.device  # rows from before the column
+    for i in frame.index[~has]:
+        donors = frame[has & (frame.model == frame.at[i, "model"]) & (frame.low_level == frame.at[i, "low_level"])]
+        if len(donors):
+            for col in ("test_nll", "valid_nll_best", "nll_updates", "nll_device", "run"):
+                if col in frame:
+                    frame.at[i, col] = donors.iloc[0][col]
+    return frame
+
+
+def compare_low_levels(frame):
+    """Each LSTM row against the masked low level, per model and device (MADE rows get NaN).
+
+    * Against the preset MADE (``made``): ``update_speedup`` / ``low_level_speedup`` (the LSTM's
+      time over MADE's) and ``test_nll_rel_diff`` ((MADE − LSTM) / |LSTM|).
+    * At equal NLL: of the MADE rows (any width) whose test NLL is within ±2 % of the LSTM's,
+      the fastest per update: ``equal_nll_made`` (its label), ``equal_nll_rel_diff`` and
+      ``equal_nll_update_speedup``. ``target_met`` (issue #8): that speed-up is ≥ 10; False
+      where no MADE row is within ±2 %, NaN without NLLs. A row without an NLL takes the NLL of its
+      variant from another device's row (:func:`fill_nll_across_devices`).
+    """
+    import math
+
+    import pandas as pd
+
+    frame = frame.drop(columns=[c for c in COMPARISON_COLUMNS if c in frame]).reset_index(drop=True)
+    frame = fill_nll_across_devices(frame)
+    made = frame.low_level.map(is_made)
+    has_nll = "test_nll" in frame
+    rows = []
+    for row in frame.itertuples():
+        out = dict.fromkeys(COMPARISON_COLUMNS, math.nan)
+        out["equal_nll_made"] = None
+        if not made[row.Index]:
+            same = frame[made & (frame.model == row.model) & (frame.device == row.device)]
+            preset = same[same.low_level == "made"]
+            if len(preset):
+                ref = preset.iloc[0]
+                out["update_speedup"] = row.update_s / ref.update_s
+                out["low_level_speedup"] = row.low_level_s / ref.low_level_s
+            if has_nll and row.test_nll == row.test_nll:  # not NaN
+                if len(preset):
+                    out["test_nll_rel_diff"] = (preset.iloc[0].test_nll - row.test_nll) / abs(row.test_nll)
+                rel = (same.test_nll - row.test_nll) / abs(row.test_nll)
+                close = same[rel.abs() <= EQUAL_NLL_TOLERANCE]
+                out["target_met"] = False
+                if len(close):
+                    best = close.loc[close.update_s.idxmin()]
+                    out["equal_nll_made"] = best.low_level
+                    out["equal_nll_rel_diff"] = rel[best.name]
+                    out["equal_nll_update_speedup"] = row.update_s / best.update_s
+                    out["target_met"] = bool(out["equal_nll_update_speedup"] >= 10)
+        rows.append(out)
+    return pd.concat([frame, pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))], axis=1)
+
+
 def run_hier(steps: int, models=tuple(HIER), size="study", batch=16, nll_steps: int = 0, seed: int = 0,
-             runs: Path = Path("runs/bench_hier"), jobs: int = 2, device: str = "cpu", lstm_hidden=()):
-    """Timing (and NLL) rows, one per (model, low-level variant), each LSTM row compared with MADE:
-    ``update_speedup`` / ``low_level_speedup`` (its time over MADE's), ``test_nll_rel_diff``
-    ((MADE − LSTM) / |LSTM|) and ``target_met`` (NaN on the MADE rows)."""
+             runs: Path = Path("runs/bench_hier"), jobs: int = 2, device: str = "cpu", lstm_hidden=(),
+             made_hidden=(), warmup: int = 3):
+    """Timing (and NLL) rows, one per (model, low-level variant), compared by :func:`compare_low_levels`."""
     import pandas as pd
 
     from bench_step import machine_info
     from pyro_srnn.data import load_dataset
 
     dataset = load_dataset("bach_chorales")
-    variants = low_level_variants(lstm_hidden)
+    variants = low_level_variants(lstm_hidden, made_hidden)
     rows = []
     for name in models:
         for label, model_args in variants.items():
-            rows.append(hier_timing(name, label, model_args, dataset, size, batch, steps, device=device))
+            rows.append(hier_timing(name, label, model_args, dataset, size, batch, steps, warmup=warmup,
+                                    device=device))
             rows[-1].update({k: v for k, v in machine_info(device).items() if k not in ("threads", "device")})
             print(rows[-1], flush=True)
     frame = pd.DataFrame(rows)
     if nll_steps:
         nll = pd.DataFrame(hier_nll(models, variants, size, nll_steps, seed, runs, jobs, device))
         frame = frame.merge(nll, on=["model", "low_level", "device"], how="left")
-    made = frame[frame.low_level == "made"].set_index("model")
-    lstm = frame.low_level != "made"
-    frame["update_speedup"] = frame.update_s / frame.model.map(made.update_s)
-    frame["low_level_speedup"] = frame.low_level_s / frame.model.map(made.low_level_s)
-    frame["target_met"] = (frame.update_speedup >= 10).astype(object)
-    if "test_nll" in frame:
-        frame["test_nll_rel_diff"] = (frame.model.map(made.test_nll) - frame.test_nll) / frame.test_nll.abs()
-        frame["target_met"] = (frame.update_speedup >= 10) & (frame.test_nll_rel_diff.abs() <= 0.02)
-    else:
-        frame["target_met"] = float("nan")  # NLL not compared (--nll-steps 0)
-    for col in ("update_speedup", "low_level_speedup", "target_met", "test_nll_rel_diff"):
-        if col in frame:
-            frame[col] = frame[col].where(lstm)
-    return frame
+    return compare_low_levels(frame)
 
 
 def plot(flat, hier, path):
@@ -369,9 +463,12 @@ def plot(flat, hier, path):
         axes[2].set(ylabel="s", title="hier: time per update (bach_chorales)")
         axes[2].legend(fontsize=8)
         if "test_nll" in hier:
-            for (name, dev), sub in hier[hier.test_nll.notna()].groupby(["model", "device"]):
+            nll = hier[hier.test_nll.notna()]
+            form = nll.low_level.map(lambda low: "MADE" if is_made(low) else "LSTM")
+            for (name, dev, kind), sub in nll.groupby([nll.model, nll.device, form]):
                 sub = sub.sort_values("update_s")
-                axes[3].plot(1e3 * sub.update_s, sub.test_nll, "o-", label=f"{name} ({dev})")
+                axes[3].plot(1e3 * sub.update_s, sub.test_nll, "o-" if kind == "MADE" else "s--",
+                             label=f"{name} {kind} ({dev})")
                 for t, v, low in zip(sub.update_s, sub.test_nll, sub.low_level):
                     axes[3].annotate(low, (1e3 * t, v), fontsize=7, xytext=(3, 3), textcoords="offset points")
             axes[3].set_xscale("log")
@@ -389,7 +486,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--part", choices=["flat", "hier", "both"], default="both")
     p.add_argument("--lengths", nargs="*", type=int, default=[500, 1000, 2000, 4000])
-    p.add_argument("--steps", type=int, default=10, help="timed updates per hier model (after 3 warm-up)")
+    p.add_argument("--steps", type=int, default=10, help="timed updates per hier model (after --warmup)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed updates before the timed ones (hier part)")
     p.add_argument("--size", default="study", help="hier model size (default: the study's MIDI config)")
     p.add_argument("--nll-steps", type=int, default=2000,
                    help="updates of the NLL comparison runs (0: timing only)")
@@ -398,6 +496,9 @@ def main(argv=None):
     p.add_argument("--hier-models", nargs="*", default=list(HIER), choices=list(HIER))
     p.add_argument("--lstm-hidden", nargs="*", type=int, default=[],
                    help="extra LSTM low levels of these widths (rows lstm-h<H>)")
+    p.add_argument("--made-hidden", nargs="*", type=int, default=[],
+                   help="extra MADE low levels of these widths (rows made-h<W>): each LSTM row names the fastest "
+                        "MADE within ±2 %% of its test NLL (columns equal_nll_*)")
     p.add_argument("--device", default="cpu", help="hier part: cpu or cuda (the flat part measures CPU memory)")
     p.add_argument("--made-curve", nargs=2, type=int, default=None, metavar=("EVERY", "UPDATES"),
                    help="also train MADE's first UPDATES updates validated every EVERY updates and report how much "
@@ -420,11 +521,13 @@ def main(argv=None):
         flat = pd.read_csv(out / "scaling_flat.csv")
     if args.part in ("hier", "both"):
         hier = run_hier(args.steps, models=tuple(args.hier_models), size=args.size, nll_steps=args.nll_steps,
-                        runs=Path(args.runs), jobs=args.jobs, device=args.device, lstm_hidden=args.lstm_hidden)
+                        runs=Path(args.runs), jobs=args.jobs, device=args.device, lstm_hidden=args.lstm_hidden,
+                        made_hidden=args.made_hidden, warmup=args.warmup)
         from bench_step import save_merged
 
-        # rows of other models, variants and devices stay
+        # rows of other models, variants and devices stay; the comparisons span them all
         hier = save_merged(hier, out / "scaling_hier.csv", ["model", "low_level", "device"])
+        hier = save_merged(compare_low_levels(hier), out / "scaling_hier.csv", ["model", "low_level", "device"])
         if args.made_curve and args.nll_steps:
             # MADE's NLL after k updates does not depend on the device it ran on (the same updates), so
             # this device's curve serves the rows of every device

@@ -3,9 +3,11 @@
 #
 #   1. the CUDA tests (tests/test_cuda.py, the CUDA cases of tests/test_latent_models.py), while
 #   2. the hier NLL runs train on the GPU (rnn-hier and srnn-hier, MADE against LSTM low levels of
-#      the preset's width and of widths $LSTM_HIDDEN, $NLL_STEPS updates each, in parallel);
+#      the preset's width and of widths $LSTM_HIDDEN, and narrower MADEs of widths $MADE_HIDDEN,
+#      $NLL_STEPS updates each, in parallel; a variant finished on another device is not re-trained);
 #   then, with the GPU otherwise idle (these are timings):
-#   3. hier timing, MADE against each LSTM (bench_scaling.py --part hier --device cuda);
+#   3. hier timing, MADE against each LSTM (bench_scaling.py --part hier --device cuda), each LSTM paired
+#      with the fastest MADE within ±2 % of its NLL (NLLs of unfinished variants from the CSV's CPU rows);
 #   4. Pyro's step against the hand-written torch step at the MIDI config (bench_step.py --device cuda),
 #      with Pyro's validation as the trainer's default (first step only) and at every step (always);
 #   5. Pyro's fixed cost per step on the GPU (bench_step.py --configs micro --pyro-validation always
@@ -24,7 +26,8 @@ LOG=${1:-runs/gpu}
 PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
 HIER_SIZE=${HIER_SIZE:-study}
-LSTM_HIDDEN=${LSTM_HIDDEN:-256 512}
+LSTM_HIDDEN=${LSTM_HIDDEN:-256 512 1024 1536}
+MADE_HIDDEN=${MADE_HIDDEN:-4 5 6 7 8}
 NLL_STEPS=${NLL_STEPS:-2000}
 NLL_TIMEOUT=${NLL_TIMEOUT:-200}
 RUNS=${RUNS:-runs/bench_hier}
@@ -41,8 +44,9 @@ setsid $PY -c "
 import sys; sys.path.insert(0, 'benchmarks')
 from pathlib import Path
 import bench_scaling as b
-b.hier_nll(list(b.HIER), b.low_level_variants([int(h) for h in '$LSTM_HIDDEN'.split()]), '$HIER_SIZE', $NLL_STEPS, 0,
-           Path('$RUNS'), jobs=8, device='$DEVICE')
+b.hier_nll(list(b.HIER), b.low_level_variants([int(h) for h in '$LSTM_HIDDEN'.split()],
+                                             [int(w) for w in '$MADE_HIDDEN'.split()]),
+           '$HIER_SIZE', $NLL_STEPS, 0, Path('$RUNS'), jobs=8, device='$DEVICE')
 " >"$LOG/nll.log" 2>&1 &
 nll_pid=$!
 
@@ -59,14 +63,20 @@ if kill -0 "$nll_pid" 2>/dev/null; then
 else
     wait "$nll_pid"; status+=("hier NLL runs: rc=$?")
 fi
-runs_glob="$RUNS/*-$HIER_SIZE-*u-seed0-$DEVICE"; [ "$DEVICE" = cpu ] && runs_glob="$RUNS/*-$HIER_SIZE-*u-seed0"
-done_runs=$(ls $runs_glob/result.json 2>/dev/null | wc -l)
-expected=$((2 * (2 + $(echo $LSTM_HIDDEN | wc -w))))
+read -r done_runs expected < <($PY -c "
+import sys; sys.path.insert(0, 'benchmarks')
+from pathlib import Path
+import bench_scaling as b
+variants = b.low_level_variants([int(h) for h in '$LSTM_HIDDEN'.split()], [int(w) for w in '$MADE_HIDDEN'.split()])
+keys = [(m, v) for m in b.HIER for v in variants]
+print(sum(b.finished_nll_run(Path('$RUNS'), m, v, '$HIER_SIZE', $NLL_STEPS, 0, '$DEVICE') is not None for m, v in keys),
+      len(keys))")
 nll_steps=0; [ "$done_runs" -eq "$expected" ] && nll_steps=$NLL_STEPS  # else timing only, no relaunch
 
 # 3.-5. timings
-timeout 100 $PY benchmarks/bench_scaling.py --part hier --device $DEVICE --size $HIER_SIZE \
-    --lstm-hidden $LSTM_HIDDEN --nll-steps $nll_steps --runs "$RUNS" --jobs 8 --steps 20 2>&1 | tee "$LOG/hier.log"
+timeout 180 $PY benchmarks/bench_scaling.py --part hier --device $DEVICE --size $HIER_SIZE \
+    --lstm-hidden $LSTM_HIDDEN --made-hidden $MADE_HIDDEN --nll-steps $nll_steps --runs "$RUNS" --jobs 8 --steps 20 \
+    2>&1 | tee "$LOG/hier.log"
 status+=("hier timing (NLL from $done_runs/$expected runs): rc=${PIPESTATUS[0]}")
 timeout 100 $PY benchmarks/bench_step.py --device $DEVICE --configs midi ${MODELS:+--models $MODELS} \
     --out benchmarks/results/bench_step_$DEVICE.csv 2>&1 | tee "$LOG/step.log"

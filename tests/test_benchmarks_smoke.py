@@ -117,8 +117,8 @@ def test_hier_timing_runs_both_low_levels_of_both_hier_models():
     LSTM variant (tiny, 1 update); each LSTM row carries MADE's speed-up over it."""
     import bench_scaling
 
-    frame = bench_scaling.run_hier(steps=1, size="tiny", nll_steps=0, lstm_hidden=[12])
-    labels = (*bench_scaling.LOWS, "lstm-h12")
+    frame = bench_scaling.run_hier(steps=1, size="tiny", nll_steps=0, lstm_hidden=[12], made_hidden=[3], warmup=1)
+    labels = (*bench_scaling.LOWS, "lstm-h12", "made-h3")
     assert set(zip(frame.model, frame.low_level)) == {(m, low) for m in bench_scaling.HIER for low in labels}
     assert (frame.update_s > 0).all() and (frame.low_level_s > 0).all()
     assert (frame.low_level_s < frame.update_s * 10).all()  # the low level alone is part of an update
@@ -129,7 +129,50 @@ def test_hier_timing_runs_both_low_levels_of_both_hier_models():
         assert lstm.update_speedup == pytest.approx(lstm.update_s / made.update_s)
         assert wide.low_level_speedup == pytest.approx(wide.low_level_s / made.low_level_s)
         assert made.update_speedup != made.update_speedup  # NaN: MADE is the reference
+        assert sub.loc["made-h3"].update_speedup != sub.loc["made-h3"].update_speedup
         assert wide.params > lstm.params  # the variant really is wider
+        assert sub.loc["made-h3"].params < made.params  # tiny preset's MADE is 8 wide
+        assert sub.target_met.isna().all()  # no NLLs (nll_steps=0): nothing to judge
+
+
+def _hier_row(low, update_s, test_nll, device="cpu", model="m"):
+    return {"model": model, "low_level": low, "device": device, "update_s": update_s, "low_level_s": update_s / 2,
+            "test_nll": test_nll}
+
+
+def test_equal_nll_pairs_each_lstm_with_the_fastest_made_within_two_percent():
+    """Issue #8's hier target at equal NLL: an LSTM row is paired with the fastest MADE row (any width)
+    of its model and device whose test NLL is within ±2 % of its own; target met at ≥ 10× per update."""
+    import bench_scaling
+
+    frame = pd.DataFrame([
+        _hier_row("made", 1.0, 5.0), _hier_row("made-h4", 0.1, 8.0), _hier_row("made-h8", 0.2, 6.1),
+        _hier_row("made-h6", 0.15, 6.05), _hier_row("lstm", 1.1, 10.9), _hier_row("lstm-h512", 2.0, 7.9),
+        _hier_row("lstm-h1536", 3.0, 6.0), _hier_row("lstm-h256", 0.9, 7.95),
+        _hier_row("made-h4", 0.001, float("nan"), device="cuda"), _hier_row("lstm-h512", 0.002, 7.9, device="cuda"),
+        _hier_row("made-h5", 0.001, float("nan"), device="cuda"),  # no NLL on any device: not paired
+    ])
+    out = bench_scaling.compare_low_levels(frame).set_index(["low_level", "device"])
+    preset = out.loc[("lstm", "cpu")]
+    assert pd.isna(preset.equal_nll_made) and preset.target_met in (False,)  # no MADE within 10.9 ± 2 %
+    assert preset.update_speedup == pytest.approx(1.1) and preset.test_nll_rel_diff == pytest.approx(-5.9 / 10.9)
+    h512 = out.loc[("lstm-h512", "cpu")]
+    assert h512.equal_nll_made == "made-h4" and h512.equal_nll_update_speedup == pytest.approx(20.0)
+    assert h512.equal_nll_rel_diff == pytest.approx(0.1 / 7.9) and h512.target_met in (True,)
+    wide = out.loc[("lstm-h1536", "cpu")]  # h6 and h8 both within 2 %: the faster one
+    assert wide.equal_nll_made == "made-h6" and wide.equal_nll_update_speedup == pytest.approx(20.0)
+    near = out.loc[("lstm-h256", "cpu")]  # an NLL match, but only 9× faster
+    assert near.equal_nll_made == "made-h4" and near.target_met in (False,)
+    cuda = out.loc[("lstm-h512", "cuda")]  # paired on its own device only (no preset MADE timed there)
+    assert cuda.equal_nll_made == "made-h4" and cuda.equal_nll_update_speedup == pytest.approx(2.0)
+    filled = out.loc[("made-h4", "cuda")]  # timed on the GPU, NLL of the CPU's run of the same variant
+    assert filled.test_nll == 8.0 and filled.nll_device == "cpu" and out.loc[("lstm-h512", "cuda")].nll_device == "cuda"
+    assert pd.isna(out.loc[("made-h5", "cuda")].test_nll)
+    assert cuda.target_met in (False,) and cuda.update_speedup != cuda.update_speedup
+    for low in ("made", "made-h4", "made-h8"):
+        assert pd.isna(out.loc[(low, "cpu")].target_met)  # NaN on MADE rows
+    again = bench_scaling.compare_low_levels(bench_scaling.compare_low_levels(frame))
+    assert list(again.columns) == list(bench_scaling.compare_low_levels(frame).columns)  # recomputed, not doubled
 
 
 def test_hier_nll_runs_each_variant_with_its_model_args(tmp_path):
@@ -152,6 +195,32 @@ def test_hier_nll_runs_each_variant_with_its_model_args(tmp_path):
     mtime = (wide / "result.json").stat().st_mtime
     bench_scaling.hier_nll(["rnn-hier"], variants, "tiny", 2, 0, tmp_path, jobs=2)
     assert (wide / "result.json").stat().st_mtime == mtime
+
+
+def test_hier_nll_reads_a_run_finished_on_another_device_instead_of_training(tmp_path):
+    """A variant finished on the GPU only is read for the CPU rows (column nll_device), not trained
+    again; the device's own run wins over another device's; unfinished runs do not count."""
+    import bench_scaling
+
+    def finished(label, suffix, value):
+        run = tmp_path / f"rnn-hier-tiny-{label}-2u-seed0{suffix}"
+        run.mkdir()
+        (run / "result.json").write_text(json.dumps({"value": value, "best_valid": value + 0.1}))
+        return run
+
+    finished("made", "", 5.0)
+    finished("made", "-cuda", 5.5)
+    wide = finished("lstm-h12", "-cuda", 7.0)
+    finished("lstm", "", 9.0)
+    (tmp_path / "rnn-hier-tiny-made-h3-2u-seed0").mkdir()  # started, never finished: not a result
+    (tmp_path / "rnn-hier-tiny-made-h3-2u-seed0-cuda").mkdir()
+    assert bench_scaling.finished_nll_run(tmp_path, "rnn-hier", "made-h3", "tiny", 2, 0) is None
+    variants = bench_scaling.low_level_variants([12])
+    rows = {r["low_level"]: r for r in bench_scaling.hier_nll(["rnn-hier"], variants, "tiny", 2, 0, tmp_path, jobs=1)}
+    assert rows["lstm-h12"]["nll_device"] == "cuda" and rows["lstm-h12"]["device"] == "cpu"
+    assert rows["lstm-h12"]["test_nll"] == 7.0 and rows["lstm-h12"]["run"] == str(wide)
+    assert rows["made"]["nll_device"] == "cpu" and rows["made"]["test_nll"] == 5.0  # its own device's run
+    assert not list(tmp_path.glob("*/train.log"))  # nothing was trained
 
 
 @pytest.mark.parametrize("config_name", ["midi", "speech"])
