@@ -163,6 +163,10 @@ def test_equal_nll_pairs_each_lstm_with_the_fastest_made_within_two_percent():
     assert wide.equal_nll_made == "made-h6" and wide.equal_nll_update_speedup == pytest.approx(20.0)
     near = out.loc[("lstm-h256", "cpu")]  # an NLL match, but only 9× faster
     assert near.equal_nll_made == "made-h4" and near.target_met in (False,)
+    # at least as good (≤ +2 %): the fastest MADE not worse (better by far counts: made-h4 for the preset LSTM)
+    assert preset.as_good_made == "made-h4" and preset.as_good_update_speedup == pytest.approx(11.0)
+    assert preset.as_good_rel_diff == pytest.approx(-2.9 / 10.9)
+    assert wide.as_good_made == "made-h6" and h512.as_good_made == "made-h4"
     cuda = out.loc[("lstm-h512", "cuda")]  # paired on its own device only (no preset MADE timed there)
     assert cuda.equal_nll_made == "made-h4" and cuda.equal_nll_update_speedup == pytest.approx(2.0)
     filled = out.loc[("made-h4", "cuda")]  # timed on the GPU, NLL of the CPU's run of the same variant
