@@ -36,6 +36,7 @@ Usage::
     python benchmarks/bench_scaling.py --part hier --nll-steps 0      # timing only
     python benchmarks/bench_scaling.py --part hier --hier-models rnn-hier --nll-steps 2000
     python benchmarks/bench_scaling.py --part hier --device cuda --lstm-hidden 256 --jobs 6
+    python benchmarks/bench_scaling.py --part compare --made-curve 25 500   # CSV → comparisons, plot
     python benchmarks/bench_scaling.py --part hier --hier-models rnn-hier --made-hidden 2 4 8 \
         --lstm-hidden 512 1024 --steps 3 --warmup 1     # equal-NLL pairs (slow: wide LSTMs on a CPU)
 
@@ -497,7 +498,9 @@ def main(argv=None):
     import pandas as pd
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--part", choices=["flat", "hier", "both"], default="both")
+    p.add_argument("--part", choices=["flat", "hier", "both", "compare"], default="both",
+                   help="compare: time nothing, recompute the hier comparisons (and, with --made-curve, the time "
+                        "to equal NLL from finished curves) and the plot from the saved CSV")
     p.add_argument("--lengths", nargs="*", type=int, default=[500, 1000, 2000, 4000])
     p.add_argument("--steps", type=int, default=10, help="timed updates per hier model (after --warmup)")
     p.add_argument("--warmup", type=int, default=3, help="untimed updates before the timed ones (hier part)")
@@ -532,29 +535,33 @@ def main(argv=None):
         print(flat.to_string(index=False))
     elif (out / "scaling_flat.csv").exists():
         flat = pd.read_csv(out / "scaling_flat.csv")
-    if args.part in ("hier", "both"):
-        hier = run_hier(args.steps, models=tuple(args.hier_models), size=args.size, nll_steps=args.nll_steps,
-                        runs=Path(args.runs), jobs=args.jobs, device=args.device, lstm_hidden=args.lstm_hidden,
-                        made_hidden=args.made_hidden, warmup=args.warmup)
+    if args.part in ("hier", "both", "compare"):
         from bench_step import save_merged
 
-        # rows of other models, variants and devices stay; the comparisons span them all
-        hier = save_merged(hier, out / "scaling_hier.csv", ["model", "low_level", "device"])
-        hier = save_merged(compare_low_levels(hier), out / "scaling_hier.csv", ["model", "low_level", "device"])
+        csv, keys = out / "scaling_hier.csv", ["model", "low_level", "device"]
+        if args.part == "compare":  # nothing timed or trained: the saved rows, compared again
+            hier = pd.read_csv(csv)
+        else:
+            hier = run_hier(args.steps, models=tuple(args.hier_models), size=args.size, nll_steps=args.nll_steps,
+                            runs=Path(args.runs), jobs=args.jobs, device=args.device, lstm_hidden=args.lstm_hidden,
+                            made_hidden=args.made_hidden, warmup=args.warmup)
+            hier = save_merged(hier, csv, keys)  # rows of other models, variants and devices stay
+        hier = compare_low_levels(hier)  # the comparisons span all the saved rows
         if args.made_curve and args.nll_steps:
             # MADE's NLL after k updates does not depend on the device it ran on (the same updates), so
             # this device's curve serves the rows of every device
             every, updates = args.made_curve
-            curves = {name: validation_curve(made_curve_run(name, args.size, args.nll_steps, updates, every, 0,
-                                                            Path(args.runs), args.device))
-                      for name in args.hier_models}
+            curves = {} if args.part == "compare" else {
+                name: validation_curve(made_curve_run(name, args.size, args.nll_steps, updates, every, 0,
+                                                      Path(args.runs), args.device))
+                for name in args.hier_models}
             for name in set(hier.model) - set(curves):  # models of earlier runs: their curves, if made
                 for device in dict.fromkeys([args.device, "cpu"]):
                     run = _made_curve_dir(Path(args.runs), name, args.size, args.nll_steps, updates, every, 0, device)
                     if name not in curves and _curve_done(run, updates):
                         curves[name] = validation_curve(run)
             hier = time_to_lstm_nll(hier.drop(columns=[c for c in TIME_TO_NLL_COLUMNS if c in hier]), curves)
-            hier = save_merged(hier, out / "scaling_hier.csv", ["model", "low_level", "device"])
+        hier = save_merged(hier, csv, keys)
         print(hier.to_string(index=False))
     elif (out / "scaling_hier.csv").exists():
         hier = pd.read_csv(out / "scaling_hier.csv")

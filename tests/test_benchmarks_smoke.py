@@ -308,6 +308,19 @@ def test_scaling_main_writes_hier_rows_by_device_and_the_plot(tmp_path):
     assert (tmp_path / "scaling.png").stat().st_size > 0
 
 
+def test_scaling_compare_part_recomputes_the_comparisons_from_the_csv_without_timing(tmp_path):
+    import bench_scaling
+
+    pd.DataFrame([_hier_row("made", 1.0, 5.0, model="rnn-hier"), _hier_row("made-h3", 0.1, 10.0, model="rnn-hier"),
+                  _hier_row("lstm", 2.0, 10.1, model="rnn-hier")]).assign(params=[3, 1, 2]).to_csv(
+        tmp_path / "scaling_hier.csv", index=False)
+    bench_scaling.main(["--part", "compare", "--out", str(tmp_path)])
+    saved = pd.read_csv(tmp_path / "scaling_hier.csv").set_index("low_level")
+    assert len(saved) == 3 and saved.loc["made", "update_s"] == 1.0  # nothing re-timed
+    assert saved.loc["lstm", "equal_nll_made"] == "made-h3" and saved.loc["lstm", "equal_nll_update_speedup"] == 20.0
+    assert bool(saved.loc["lstm", "target_met"]) and (tmp_path / "scaling.png").stat().st_size > 0
+
+
 def test_equal_nll_speedup_compares_the_lstm_run_with_made_at_the_same_nll(tmp_path):
     """MADE's updates to the LSTM's best validation NLL (its first curve point at or below it) against
     the LSTM's whole run, each at its own device's update time; NaN where MADE never gets there."""
