@@ -63,6 +63,7 @@ if kill -0 "$nll_pid" 2>/dev/null; then
 else
     wait "$nll_pid"; status+=("hier NLL runs: rc=$?")
 fi
+runs_glob="$RUNS/*-$HIER_SIZE-*u-seed0-$DEVICE"; [ "$DEVICE" = cpu ] && runs_glob="$RUNS/*-$HIER_SIZE-*u-seed0"
 read -r done_runs expected < <($PY -c "
 import sys; sys.path.insert(0, 'benchmarks')
 from pathlib import Path
