@@ -402,20 +402,14 @@ def compare_low_levels(frame):
                 if len(preset):
                     out["test_nll_rel_diff"] = (preset.iloc[0].test_nll - row.test_nll) / abs(row.test_nll)
                 rel = (same.test_nll - row.test_nll) / abs(row.test_nll)
-                close = same[rel.abs() <= EQUAL_NLL_TOLERANCE]
-                out["target_met"] = False
-                if len(close):
-                    best = close.loc[close.update_s.idxmin()]
-                    out["equal_nll_made"] = best.low_level
-                    out["equal_nll_rel_diff"] = rel[best.name]
-                    out["equal_nll_update_speedup"] = row.update_s / best.update_s
-                    out["target_met"] = bool(out["equal_nll_update_speedup"] >= 10)
-                as_good = same[rel <= EQUAL_NLL_TOLERANCE]
-                if len(as_good):
-                    best = as_good.loc[as_good.update_s.idxmin()]
-                    out["as_good_made"] = best.low_level
-                    out["as_good_rel_diff"] = rel[best.name]
-                    out["as_good_update_speedup"] = row.update_s / best.update_s
+                for prefix, near in (("equal_nll", same[rel.abs() <= EQUAL_NLL_TOLERANCE]),
+                                     ("as_good", same[rel <= EQUAL_NLL_TOLERANCE])):
+                    if len(near):  # the fastest of them
+                        best = near.loc[near.update_s.idxmin()]
+                        out[f"{prefix}_made"] = best.low_level
+                        out[f"{prefix}_rel_diff"] = rel[best.name]
+                        out[f"{prefix}_update_speedup"] = row.update_s / best.update_s
+                out["target_met"] = bool(out["equal_nll_update_speedup"] >= 10)  # False without a pair (NaN)
         rows.append(out)
     return pd.concat([frame, pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))], axis=1)
 
