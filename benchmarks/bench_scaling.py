@@ -353,8 +353,11 @@ def fill_nll_across_devices(frame):
     if "test_nll" not in frame:
         return frame
     frame = frame.copy()
-    if "nll_device" not in frame:
-        frame["nll_device"] = None
+    # text columns as objects: read back from a CSV where they are empty they are float NaN columns,
+    # which take no strings
+    frame["nll_device"] = frame["nll_device"].astype(object) if "nll_device" in frame else None
+    if "run" in frame:
+        frame["run"] = frame["run"].astype(object)
     has = frame.test_nll.notna()
     frame.loc[has & frame.nll_device.isna(), "nll_device"] = frame.device  # rows from before the column
     for i in frame.index[~has]:

@@ -308,6 +308,22 @@ def test_scaling_main_writes_hier_rows_by_device_and_the_plot(tmp_path):
     assert (tmp_path / "scaling.png").stat().st_size > 0
 
 
+def test_nll_filled_across_devices_into_columns_read_back_empty_from_a_csv(tmp_path):
+    """A CSV whose nll_device and run columns are empty reads back as float NaN columns; filling the
+    NLL of a GPU row from the CPU row of its variant must still write the device and run there."""
+    import bench_scaling
+
+    frame = pd.DataFrame([_hier_row("made-h3", 0.1, 10.0), _hier_row("made-h3", 0.001, float("nan"), device="cuda"),
+                          _hier_row("lstm", 0.002, 10.1, device="cuda")]).assign(nll_device=float("nan"),
+                                                                                 run=float("nan"))
+    frame.to_csv(tmp_path / "rows.csv", index=False)
+    filled = bench_scaling.fill_nll_across_devices(pd.read_csv(tmp_path / "rows.csv"))
+    assert filled.loc[1, "test_nll"] == 10.0 and filled.loc[1, "nll_device"] == "cpu"
+    assert list(filled.nll_device) == ["cpu", "cpu", "cuda"]
+    compared = bench_scaling.compare_low_levels(pd.read_csv(tmp_path / "rows.csv"))
+    assert compared.loc[2, "equal_nll_made"] == "made-h3" and compared.loc[2, "equal_nll_update_speedup"] == 2.0
+
+
 def test_scaling_compare_part_recomputes_the_comparisons_from_the_csv_without_timing(tmp_path):
     import bench_scaling
 
