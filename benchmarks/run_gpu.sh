@@ -39,14 +39,16 @@ status=()
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$LOG/gpu.txt"
 $PY -c "import torch, pyro; print('torch', torch.__version__, 'pyro', pyro.__version__, torch.cuda.is_available())"
 
-# 2. NLL runs in their own process group (killed as a whole at the deadline)
-setsid $PY -c "
+# the hier low-level variants, for the NLL runs and for counting the finished ones
+hier_variants_py="
 import sys; sys.path.insert(0, 'benchmarks')
 from pathlib import Path
 import bench_scaling as b
-b.hier_nll(list(b.HIER), b.low_level_variants([int(h) for h in '$LSTM_HIDDEN'.split()],
-                                             [int(w) for w in '$MADE_HIDDEN'.split()]),
-           '$HIER_SIZE', $NLL_STEPS, 0, Path('$RUNS'), jobs=8, device='$DEVICE')
+variants = b.low_level_variants([int(h) for h in '$LSTM_HIDDEN'.split()], [int(w) for w in '$MADE_HIDDEN'.split()])"
+
+# 2. NLL runs in their own process group (killed as a whole at the deadline)
+setsid $PY -c "$hier_variants_py
+b.hier_nll(list(b.HIER), variants, '$HIER_SIZE', $NLL_STEPS, 0, Path('$RUNS'), jobs=8, device='$DEVICE')
 " >"$LOG/nll.log" 2>&1 &
 nll_pid=$!
 
@@ -64,11 +66,7 @@ else
     wait "$nll_pid"; status+=("hier NLL runs: rc=$?")
 fi
 runs_glob="$RUNS/*-$HIER_SIZE-*u-seed0-$DEVICE"; [ "$DEVICE" = cpu ] && runs_glob="$RUNS/*-$HIER_SIZE-*u-seed0"
-read -r done_runs expected < <($PY -c "
-import sys; sys.path.insert(0, 'benchmarks')
-from pathlib import Path
-import bench_scaling as b
-variants = b.low_level_variants([int(h) for h in '$LSTM_HIDDEN'.split()], [int(w) for w in '$MADE_HIDDEN'.split()])
+read -r done_runs expected < <($PY -c "$hier_variants_py
 keys = [(m, v) for m in b.HIER for v in variants]
 print(sum(b.finished_nll_run(Path('$RUNS'), m, v, '$HIER_SIZE', $NLL_STEPS, 0, '$DEVICE') is not None for m, v in keys),
       len(keys))")
