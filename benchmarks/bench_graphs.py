@@ -52,6 +52,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import pyro  # noqa: E402
+from pyro_srnn.graphs import capture_graph  # noqa: E402  (the trainer's capture)
 
 import bench_step  # noqa: E402
 from _torch_losses import TORCH_LOSSES  # noqa: E402
@@ -165,16 +166,9 @@ def _measure_path(path, loss_fn, params, batch, kl_scale, num_values, reps, warm
     row["eager_ms"], row["loss_eager"] = _time_steps(eager_step, warmup, reps, device)
     try:
         graph_opt = torch.optim.Adam(params, lr=1e-3, fused=True, capturable=True)
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):  # warm-up outside the graph: allocator, cuDNN plans, Adam's state
-            for _ in range(3):
-                static_step(loss_fn, params, graph_opt, batch, kl_scale, num_values)
-                graph_opt.zero_grad(set_to_none=True)
-        torch.cuda.current_stream(device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            static_loss = static_step(loss_fn, params, graph_opt, batch, kl_scale, num_values)
+        graph, static_loss = capture_graph(
+            lambda: static_step(loss_fn, params, graph_opt, batch, kl_scale, num_values), 3, device,
+            after_warmup=lambda: graph_opt.zero_grad(set_to_none=True))
 
         def replay():
             graph.replay()

@@ -44,7 +44,7 @@ import torch
 
 from .data.batch import SequenceBatch
 
-__all__ = ["GraphedStep", "GraphCaptureError", "graph_key"]
+__all__ = ["GraphedStep", "GraphCaptureError", "capture_graph", "graph_key"]
 
 
 class GraphCaptureError(RuntimeError):
@@ -69,6 +69,29 @@ class _Captured:
     graph: "torch.cuda.CUDAGraph"
     read: torch.Tensor  # the static output: [loss, reconstruction, gradient norm]
     grads: list  # each parameter's gradient in this graph's memory (None: no gradient)
+
+
+def capture_graph(fn: Callable[[], torch.Tensor], warmup: int, device, *,
+                  after_warmup: Callable[[], None] | None = None) -> tuple["torch.cuda.CUDAGraph", torch.Tensor]:
+    """``fn`` captured in a CUDA graph, and its output (a static tensor: each ``graph.replay()`` rewrites it).
+
+    ``warmup`` calls run first on a side stream — cuDNN and cuBLAS plans, the allocator's pools, state
+    made on first use (Adam's) — each followed by ``after_warmup`` (drop the gradients it made), as
+    ``torch.cuda.graph`` asks. The trainer's step (:class:`GraphedStep`) and ``bench_graphs.py``'s
+    whole step (optimiser included) are both captured here.
+    """
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            fn()
+            if after_warmup is not None:
+                after_warmup()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+    return graph, out
 
 
 class GraphedStep:
@@ -137,17 +160,8 @@ class GraphedStep:
             return self.step_pass(SequenceBatch(static.inputs, static.targets, static.mask, static.seq_ids), kl, div)
 
         self._clear_grads()
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            for _ in range(self.warmup):
-                run()
-                self._clear_grads()
-        torch.cuda.current_stream(device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):  # gradients made here live in the graph's memory
-            read = run()
-        grads = [p.grad for p in self.params]
+        graph, read = capture_graph(run, self.warmup, device, after_warmup=self._clear_grads)
+        grads = [p.grad for p in self.params]  # made in the capture: they live in the graph's memory
         return _Captured(static, kl, div, graph, read, grads)
 
     def _clear_grads(self) -> None:
