@@ -139,7 +139,8 @@ def run_flat(lengths, models=FLAT_MODELS, batch=8, threads=None):
 
 def hier_timing(name: str, label: str, model_args: dict, dataset, size: str, batch: int, steps: int,
                 warmup: int = 3, device: str = "cpu") -> dict:
-    """Median time of one update (``Trainer.train_step``) and of the low level alone.
+    """Median time of one update (``Trainer.train_step``, as ``pyro-srnn train`` runs it: on a GPU a
+    replayed CUDA graph, column ``cuda_graph``) and of the low level alone.
 
     The low-level-only time is one forward and backward pass of the within-step model
     (``low_level.distribution(context, x).log_prob(x)``, masked sum) on the update's
@@ -164,22 +165,35 @@ def hier_timing(name: str, label: str, model_args: dict, dataset, size: str, bat
             trainer.train_step(data)
             _sync(device)
             t1 = time.perf_counter()
-            context = torch.randn(*data.targets.shape[:-1], low_level.context_dim, device=trainer.device,
-                                  requires_grad=True)
-            _sync(device)
-            t2 = time.perf_counter()
-            log_p = low_level.distribution(context, data.targets).log_prob(data.targets)
-            (log_p * data.mask).sum().backward()
-            _sync(device)
-            t3 = time.perf_counter()
-            low_level.zero_grad(set_to_none=True)
+            low_s = _low_level_pass_s(low_level, data, device)
             if step >= warmup:
                 update.append(t1 - t0)
-                low_only.append(t3 - t2)
+                low_only.append(low_s)
         B, T, L = data.targets.shape
     return {"model": name, "low_level": label, "device": device, "size": size, "batch": B, "T": T, "L": L,
             "timed_updates": steps, "update_s": statistics.median(update), "low_level_s": statistics.median(low_only),
-            "params": sum(p.numel() for p in trainer.params), "threads": torch.get_num_threads()}
+            "params": sum(p.numel() for p in trainer.params), "threads": torch.get_num_threads(),
+            "cuda_graph": trainer.uses_cuda_graph}
+
+
+def _low_level_pass_s(low_level, data, device: str) -> float:
+    """Seconds of one forward and backward pass of the low level alone, on a random context. Its autograd
+    graph dies with this frame: one kept alive into the trainer's next capture (on a GPU) would hold
+    accumulate-grad nodes of the default stream, which the capture's stream cannot use."""
+    import torch
+
+    from bench_step import _sync
+
+    context = torch.randn(*data.targets.shape[:-1], low_level.context_dim, device=data.targets.device,
+                          requires_grad=True)
+    _sync(device)
+    t0 = time.perf_counter()
+    log_p = low_level.distribution(context, data.targets).log_prob(data.targets)
+    (log_p * data.mask).sum().backward()
+    _sync(device)
+    t1 = time.perf_counter()
+    low_level.zero_grad(set_to_none=True)
+    return t1 - t0
 
 
 def _device_suffix(device: str) -> str:
