@@ -51,6 +51,11 @@ class GraphCaptureError(RuntimeError):
     """A training step that a CUDA graph could not hold (the cause is chained)."""
 
 
+#: what a capture that met accumulate-grad nodes of another stream means, and the way out
+LIVE_GRAPH_HINT = (": an autograd graph over these parameters made before the capture is still alive (a loss or "
+                   "output kept from an earlier forward pass holds their accumulate-grad nodes, which belong to "
+                   "the stream it ran on); delete it before training")
+
 #: ``(batch, kl_scale, divisor) -> tensor [loss, reconstruction, gradient norm]``, after backward and clipping
 StepPass = Callable[[SequenceBatch, object, object], torch.Tensor]
 
@@ -123,15 +128,20 @@ class GraphedStep:
                                   "shapes run eagerly", RuntimeWarning, stacklevel=2)
                     self._warned = True
                 return None
-            try:
-                captured = self._capture(batch, kl_scale, divisor)
-            except Exception as e:  # noqa: BLE001 — name the feature and the way out, keep the cause
-                self._clear_grads()
-                cause = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-                raise GraphCaptureError(
-                    f"the training step could not be captured in a CUDA graph ({cause}); train with "
-                    "--no-cuda-graph, in a new process (a failed capture can leave this one's CUDA random "
-                    "generator unusable)") from e
+            with warnings.catch_warnings(record=True) as caught:  # kept to explain a failure
+                try:
+                    captured = self._capture(batch, kl_scale, divisor)
+                except Exception as e:  # noqa: BLE001 — name the feature and the way out, keep the cause
+                    self._clear_grads()
+                    cause = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                    said = [str(w.message) for w in caught] + [str(e), str(e.__cause__ or e.__context__ or "")]
+                    raise GraphCaptureError(
+                        f"the training step could not be captured in a CUDA graph ({cause})"
+                        + (LIVE_GRAPH_HINT if any("AccumulateGrad" in text for text in said) else "")
+                        + "; train with --no-cuda-graph, in a new process (a failed capture can leave this "
+                        "one's CUDA random generator unusable)") from e
+            for w in caught:  # a capture that worked: its warnings go on as they came
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
             self.graphs[key] = captured
         static = captured.batch
         static.inputs.copy_(batch.inputs, non_blocking=True)

@@ -344,6 +344,44 @@ except GraphCaptureError as e:
 """
 
 
+_LIVE_GRAPH = """
+import sys
+sys.path.insert(0, "tests")
+from conftest import make_dataset
+from pyro_srnn.graphs import GraphCaptureError
+from pyro_srnn.train import TrainConfig, Trainer
+
+config = TrainConfig(model="f-rnn", size="tiny", steps=3, batch_size=4, device="cuda", progress=False,
+                     cuda_graph=True, pyro_validation="off", out=sys.argv[1])
+trainer = Trainer(config, dataset=make_dataset(n_train=24))
+kept = sum((p * 1.0).sum() for p in trainer.params)  # built on the default stream, and kept alive
+kept.backward()
+trainer.optimizer.zero_grad(set_to_none=True)
+try:
+    trainer.train_step(trainer.sampler.batch(0).to("cuda"))
+    print("captured")
+except GraphCaptureError as e:
+    print(e)
+"""
+
+
+@needs_cuda
+def test_cuda_graph_capture_names_a_live_autograd_graph(tmp_path):
+    """A loss kept alive from an eager backward pass holds the parameters' accumulate-grad nodes on the
+    default stream, which a capture cannot use (bench_scaling's timing met it on an H100): the error says
+    so and what to do. (In its own process, like every failed capture.)"""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", _LIVE_GRAPH, str(tmp_path)], cwd=root, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "could not be captured" in done.stdout, done.stdout
+    assert "still alive" in done.stdout and "delete it before training" in done.stdout
+
+
 @needs_cuda
 def test_cuda_graph_capture_failure_is_one_clear_error(tmp_path):
     """A step that reads a value back to the host cannot be captured: the trainer says so and how to go
@@ -358,3 +396,62 @@ def test_cuda_graph_capture_failure_is_one_clear_error(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "could not be captured" in done.stdout and "train with --no-cuda-graph" in done.stdout
     assert "new process" in done.stdout
+
+
+class _ScriptedCapture:
+    """A GraphedStep whose capture, instead of touching a GPU, warns and then raises or succeeds."""
+
+    def __init__(self, warning: str | None, fails: bool):
+        from pyro_srnn.graphs import GraphedStep
+
+        self.param = nn.Parameter(torch.zeros(2))
+        self.step = GraphedStep(lambda *a: None, [self.param])
+        self.warning, self.fails = warning, fails
+
+        def capture(batch, kl_scale, divisor):
+            import warnings
+
+            if self.warning:
+                warnings.warn(self.warning, UserWarning, stacklevel=1)
+            if self.fails:
+                self.param.grad = torch.ones(2)  # a half-made step's gradient: dropped
+                raise RuntimeError("CUDA error: operation would make the legacy stream depend on a capturing "
+                                   "blocking stream")
+            from types import SimpleNamespace
+
+            from pyro_srnn.graphs import _Captured
+
+            return _Captured(batch, torch.zeros(()), torch.zeros(()), SimpleNamespace(replay=lambda: None),
+                             torch.zeros(3), [None])  # a "graph" that replays nothing
+
+        self.step._capture = capture
+
+
+@pytest.mark.parametrize("warning, hinted", [
+    ("The AccumulateGrad node's stream does not match the stream of the node that produced the incoming "
+     "gradient.", True),
+    (None, False),
+])
+def test_capture_failure_names_a_live_autograd_graph_when_autograd_warned_of_one(warning, hinted):
+    """The error of a failed capture adds the live-graph hint exactly when autograd warned of accumulate-grad
+    nodes of another stream during the capture (the GPU case is the test above; this is its logic)."""
+    from pyro_srnn.graphs import LIVE_GRAPH_HINT, GraphCaptureError
+
+    import warnings
+
+    scripted = _ScriptedCapture(warning, fails=True)
+    batch = make_batch()
+    with warnings.catch_warnings(), pytest.raises(GraphCaptureError, match="could not be captured") as error:
+        warnings.simplefilter("always")  # as outside the test suite, where warnings are not errors
+        scripted.step(batch, 1.0, 1.0)
+    assert (LIVE_GRAPH_HINT in str(error.value)) is hinted
+    assert "--no-cuda-graph" in str(error.value) and scripted.param.grad is None
+
+
+def test_warnings_of_a_capture_that_works_are_passed_on():
+    """Warnings are held during a capture (to explain a failure) and passed on when it works."""
+    scripted = _ScriptedCapture("a capture's own warning", fails=False)
+    batch = make_batch()
+    with pytest.warns(UserWarning, match="a capture's own warning"):
+        scripted.step(batch, 1.0, 1.0)
+    assert len(scripted.step.graphs) == 1 and scripted.step.replays == 1
