@@ -12,9 +12,10 @@
    (MADE, one pass for all 88 keys) or an LSTM over the 88 keys (88 sequential steps),
    everything else equal. ``--lstm-hidden H ...`` adds LSTM low levels of width ``H``
    (rows ``lstm-h<H>``: the preset's LSTM is only as wide as its MADE, which may cap its
-   NLL). *Timing*: median time of one update, and of the low level alone (forward +
-   backward), over ``--steps`` updates after 3 warm-up updates, in this process, on
-   ``--device`` (``cuda`` times on the GPU, synchronised). *NLL*: each variant trained for
+   NLL). *Timing*: median time of one update (``Trainer.train_step`` as ``pyro-srnn train``
+   runs it: on a GPU a replayed CUDA graph, column ``cuda_graph``), and of the low level
+   alone (forward + backward, eager), over ``--steps`` updates after ``--warmup`` updates, in
+   this process, on ``--device`` (``cuda`` times on the GPU, synchronised). *NLL*: each variant trained for
    ``--nll-steps`` updates with ``pyro-srnn train`` on the same device (the study's
    protocol; runs in parallel subprocesses, reused when finished), test NLL of the
    best-validation checkpoint; a run finished on another device is read when this device
