@@ -402,25 +402,22 @@ class _ScriptedCapture:
     """A GraphedStep whose capture, instead of touching a GPU, warns and then raises or succeeds."""
 
     def __init__(self, warning: str | None, fails: bool):
-        from pyro_srnn.graphs import GraphedStep
+        import warnings
+        from types import SimpleNamespace
+
+        from pyro_srnn.graphs import GraphedStep, _Captured
 
         self.param = nn.Parameter(torch.zeros(2))
         self.step = GraphedStep(lambda *a: None, [self.param])
         self.warning, self.fails = warning, fails
 
         def capture(batch, kl_scale, divisor):
-            import warnings
-
             if self.warning:
                 warnings.warn(self.warning, UserWarning, stacklevel=1)
             if self.fails:
                 self.param.grad = torch.ones(2)  # a half-made step's gradient: dropped
                 raise RuntimeError("CUDA error: operation would make the legacy stream depend on a capturing "
                                    "blocking stream")
-            from types import SimpleNamespace
-
-            from pyro_srnn.graphs import _Captured
-
             return _Captured(batch, torch.zeros(()), torch.zeros(()), SimpleNamespace(replay=lambda: None),
                              torch.zeros(3), [None])  # a "graph" that replays nothing
 
@@ -435,9 +432,9 @@ class _ScriptedCapture:
 def test_capture_failure_names_a_live_autograd_graph_when_autograd_warned_of_one(warning, hinted):
     """The error of a failed capture adds the live-graph hint exactly when autograd warned of accumulate-grad
     nodes of another stream during the capture (the GPU case is the test above; this is its logic)."""
-    from pyro_srnn.graphs import LIVE_GRAPH_HINT, GraphCaptureError
-
     import warnings
+
+    from pyro_srnn.graphs import LIVE_GRAPH_HINT, GraphCaptureError
 
     scripted = _ScriptedCapture(warning, fails=True)
     batch = make_batch()
