@@ -31,8 +31,8 @@ data-parallel training (its collectives are not captured): there the trainer ste
 refuses ``--cuda-graph`` when asked for (:func:`pyro_srnn.train.use_cuda_graph`). A step that cannot
 be captured raises :class:`GraphCaptureError` (one cause met in practice, and named by the error: an
 autograd graph over the parameters kept alive from an eager pass, e.g. a stored loss, whose
-accumulate-grad nodes belong to the stream that pass ran on); a failed capture can leave the process's CUDA random
-generator unusable, so the way on is a new process with ``--no-cuda-graph``.
+accumulate-grad nodes belong to the stream that pass ran on); a failed capture can leave the
+process's CUDA random generator unusable, so the way on is a new process with ``--no-cuda-graph``.
 
 Reference: PyTorch, "CUDA Graphs" (``torch.cuda.graph``, whole-network capture).
 """
