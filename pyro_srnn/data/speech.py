@@ -271,6 +271,23 @@ def seeded_split(ids: list[str], counts: tuple[int, int, int], seed: int = 0) ->
             "test": pick(perm[n_valid: n_valid + n_test])}
 
 
+def _seeded_file_split(root: Path, files: list[Path], counts: tuple[int, int, int],
+                       seed: int) -> dict[str, list[Path]]:
+    """:func:`seeded_split` of ``files``, each known by its path relative to ``root`` (so the
+    split does not depend on where the corpus lies)."""
+    split = seeded_split([p.relative_to(root).as_posix() for p in files], counts, seed)
+    return {part: [root / i for i in ids] for part, ids in split.items()}
+
+
+def _hold_out_valid(root: Path, train_files: list[Path], fraction: float, seed: int) -> dict[str, list[Path]]:
+    """``train`` and ``valid`` from the training files: ``max(1, round(fraction · n))`` of them to
+    validation (none when there are fewer than two)."""
+    n = len(train_files)
+    n_valid = max(1, int(round(fraction * n))) if n >= 2 else 0
+    split = _seeded_file_split(root, train_files, (n - n_valid, n_valid, 0), seed)
+    return {"train": split["train"], "valid": split["valid"]}
+
+
 # --------------------------------------------------------------------------- conversion and cache
 
 def _cache_path(name: str, key: dict) -> Path:
@@ -422,12 +439,7 @@ def load_timit(data_dir: str | os.PathLike | None, *, seed: int = 0, valid_fract
             if not files:
                 raise DataError(f"timit: no .WAV files under {folder} (expected {part}/<dialect>/<speaker>/*.WAV)")
             found[part] = files
-        train_ids = [p.relative_to(root).as_posix() for p in found["TRAIN"]]
-        n = len(train_ids)
-        n_valid = max(1, int(round(valid_fraction * n))) if n >= 2 else 0
-        split = seeded_split(train_ids, (n - n_valid, n_valid, 0), seed)
-        return {"train": [root / i for i in split["train"]], "valid": [root / i for i in split["valid"]],
-                "test": found["TEST"]}
+        return {**_hold_out_valid(root, found["TRAIN"], valid_fraction, seed), "test": found["TEST"]}
 
     return _load_or_convert("timit", spec, root, {"seed": seed, "valid_fraction": valid_fraction}, build,
                             _timit_read, refresh=refresh, progress=progress)
@@ -530,9 +542,7 @@ def load_vctk(data_dir: str | os.PathLike | None, *, seed: int = 0, refresh: boo
             raise DataError(f"vctk: no .wav files under {wav48} (expected {VCTK_EXPECTED})")
         if lists is not None:
             return _split_by_lists("vctk", files, lists)
-        ids = [p.relative_to(root).as_posix() for p in files]
-        split = seeded_split(ids, split_counts(len(ids), VCTK_SPLIT), seed)
-        return {k: [root / i for i in v] for k, v in split.items()}
+        return _seeded_file_split(root, files, split_counts(len(files), VCTK_SPLIT), seed)
 
     key = {"seed": seed, "proportions": VCTK_SPLIT, **_lists_key(lists)}
     return _load_or_convert("vctk", spec, root, key, build, read_audio, refresh=refresh, progress=progress)
@@ -560,9 +570,7 @@ def load_blizzard(data_dir: str | os.PathLike | None, *, seed: int = 0, refresh:
             raise DataError(f"blizzard: no audio files under {root} (expected {BLIZZARD_EXPECTED})")
         if lists is not None:
             return _split_by_lists("blizzard", files, lists)
-        ids = [p.relative_to(root).as_posix() for p in files]
-        split = seeded_split(ids, split_counts(len(ids), BLIZZARD_SPLIT), seed)
-        return {k: [root / i for i in v] for k, v in split.items()}
+        return _seeded_file_split(root, files, split_counts(len(files), BLIZZARD_SPLIT), seed)
 
     key = {"seed": seed, "proportions": BLIZZARD_SPLIT, **_lists_key(lists)}
     return _load_or_convert("blizzard", spec, root, key, build, read_audio, refresh=refresh, progress=progress)
@@ -598,21 +606,14 @@ def load_audio_folder(data_dir: str | os.PathLike | None, *, seed: int = 0, exte
             if not train or not test:
                 raise DataError(f"{name}: no audio files ({', '.join(exts)}) under "
                                 f"{train_dir if not train else test_dir}")
-            n = len(train)
-            n_valid = max(1, int(round(TIMIT_VALID_FRACTION * n))) if n >= 2 else 0
-            ids = [p.relative_to(root).as_posix() for p in train]
-            split = seeded_split(ids, (n - n_valid, n_valid, 0), seed)
-            return {"train": [root / i for i in split["train"]], "valid": [root / i for i in split["valid"]],
-                    "test": test}
+            return {**_hold_out_valid(root, train, TIMIT_VALID_FRACTION, seed), "test": test}
         files = listing(root)
         if not files:
             raise DataError(f"{name}: no audio files ({', '.join(exts)}) under {root}")
-        ids = [p.relative_to(root).as_posix() for p in files]
-        n = len(ids)
+        n = len(files)
         n_test = max(1, int(round(AUDIO_FOLDER_TEST_FRACTION * n))) if n >= 3 else 0
         n_valid = max(1, int(round(TIMIT_VALID_FRACTION * (n - n_test)))) if n >= 3 else 0
-        split = seeded_split(ids, (n - n_test - n_valid, n_valid, n_test), seed)
-        return {k: [root / i for i in v] for k, v in split.items()}
+        return _seeded_file_split(root, files, (n - n_test - n_valid, n_valid, n_test), seed)
 
     key = {"seed": seed, "extensions": exts, "exclude": excluded, "test_fraction": AUDIO_FOLDER_TEST_FRACTION,
            "valid_fraction": TIMIT_VALID_FRACTION}
