@@ -105,7 +105,7 @@ def run_example(args: argparse.Namespace, *, dataset, model: str | None = None, 
     """
     import torch
 
-    from pyro_srnn.data import load_dataset
+    from pyro_srnn.data import load_dataset, write_text_atomic
     from pyro_srnn.evaluate import evaluate_split
     from pyro_srnn.samples import medium_kwargs, write_samples
     from pyro_srnn.train import TrainConfig, Trainer, load_trained
@@ -159,7 +159,8 @@ def run_example(args: argparse.Namespace, *, dataset, model: str | None = None, 
     paths = write_samples(samples, dataset.spec, out / "samples", **kwargs)
     summary["samples"] = [str(p) for p in paths]
     summary["out"] = str(out)
-    (out / "result.json").write_text(json.dumps(summary, indent=2, default=_jsonable))
+    # atomic: a finished run is one whose result.json exists and parses
+    write_text_atomic(out / "result.json", json.dumps(summary, indent=2, default=_jsonable))
     print(json.dumps(summary, default=_jsonable))
     return summary
 

@@ -124,7 +124,7 @@ def _resumed_config(path: Path, given, steps: int | None):
 
 
 def cmd_train(args) -> int:
-    from .data import DATASETS, ensure_registered
+    from .data import DATASETS, ensure_registered, write_text_atomic
     from .models import GUIDES, MODELS, model_names, guide_names
     from .graphs import GraphCaptureError
     from .train import TrainConfig, Trainer, TrainingDiverged
@@ -187,7 +187,7 @@ def cmd_train(args) -> int:
         summary.update({k: result[k] for k in ("split", "metric", "value", "unit")})
         summary["best_valid"] = trainer.best_valid
         summary["checkpoint"] = str(trainer.out / "best.pt")
-        Path(trainer.out, "result.json").write_text(json.dumps(summary, indent=2))
+        write_text_atomic(Path(trainer.out, "result.json"), json.dumps(summary, indent=2))
     _emit(summary)
     return 0
 

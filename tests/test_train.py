@@ -107,6 +107,30 @@ def test_interrupted_checkpoint_write_leaves_no_corrupt_file(tmp_path, monkeypat
     assert sorted(os.listdir(tmp_path)) == ["latest.pt"]
 
 
+def test_interrupted_result_write_keeps_the_old_file(tmp_path, monkeypatch):
+    """``result.json`` marks a finished run (benchmarks reuse runs that have one): never half written."""
+    from pathlib import Path
+
+    from pyro_srnn.data import write_text_atomic
+
+    path = tmp_path / "result.json"
+    write_text_atomic(path, '{"value": 1.0}')
+    real_write_text = Path.write_text
+
+    def broken_write_text(self, text, *a, **k):
+        real_write_text(self, text[: len(text) // 2])
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Path, "write_text", broken_write_text)
+    with pytest.raises(OSError, match="disk full"):
+        write_text_atomic(path, '{"value": 2.0, "steps": 3000}')
+    monkeypatch.undo()
+    assert path.read_text() == '{"value": 1.0}'
+    assert sorted(os.listdir(tmp_path)) == ["result.json"]
+    write_text_atomic(path, '{"value": 2.0}')
+    assert path.read_text() == '{"value": 2.0}'
+
+
 class _Evil:
     def __reduce__(self):
         return (os.system, ("touch PWNED",))

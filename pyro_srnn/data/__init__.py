@@ -5,7 +5,7 @@ Readers register themselves in :data:`DATASETS` (see :mod:`pyro_srnn.data.regist
 from .batch import BatchSampler, Chunk, SequenceBatch, chunk_sequences, collate, iterate_batches
 from .core import (
     DATASETS, DataError, DataSpec, DatasetEntry, SequenceDataset, atomic_write, cache_dir,
-    load_dataset, load_splits, register_dataset, save_splits,
+    load_dataset, load_splits, register_dataset, save_splits, write_text_atomic,
 )
 
 _REGISTERED = False
@@ -22,5 +22,6 @@ def ensure_registered() -> None:
 __all__ = [
     "BatchSampler", "Chunk", "SequenceBatch", "chunk_sequences", "collate", "iterate_batches",
     "DATASETS", "DataError", "DataSpec", "DatasetEntry", "SequenceDataset", "atomic_write",
-    "cache_dir", "load_dataset", "load_splits", "register_dataset", "save_splits", "ensure_registered",
+    "cache_dir", "load_dataset", "load_splits", "register_dataset", "save_splits", "write_text_atomic",
+    "ensure_registered",
 ]

@@ -19,7 +19,7 @@ import numpy as np
 
 __all__ = [
     "DataSpec", "SequenceDataset", "DatasetEntry", "DATASETS", "register_dataset", "load_dataset",
-    "cache_dir", "atomic_write", "save_splits", "load_splits", "DataError", "METRIC_UNITS",
+    "cache_dir", "atomic_write", "write_text_atomic", "save_splits", "load_splits", "DataError", "METRIC_UNITS",
     "versioned_cache_path", "dataset_from_cache",
 ]
 
@@ -143,6 +143,12 @@ def atomic_write(path: str | os.PathLike, suffix: str = ""):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """``path.write_text(text)`` through :func:`atomic_write`: the old file or the whole new one, never half."""
+    with atomic_write(path, suffix=Path(path).suffix) as tmp:
+        tmp.write_text(text)
 
 
 def save_splits(path: str | os.PathLike, splits: dict[str, list[np.ndarray]], **meta) -> None:
