@@ -50,18 +50,37 @@ class DistContext:
         return tensor
 
     def reduce_gradients(self, params) -> None:
-        """Sum the gradients of ``params`` across ranks, in one flat buffer."""
+        """Sum the gradients of ``params`` across ranks, in one flat buffer.
+
+        A parameter that a rank's shard left without a gradient (``None``: unused there, as
+        data-dependent code can do) counts as zero on that rank; it gets the summed gradient
+        on every rank if any rank had one — what one process on the union of the shards would
+        have — and stays ``None`` where no rank had one. The buffer carries one presence count
+        per parameter, so every rank sends a buffer of the same size (buffers of different
+        sizes would make the collective fail, or hang under NCCL).
+        """
         if not self.active:
             return
-        grads = [p.grad for p in params if p.grad is not None]
-        if not grads:
+        params = list(params)
+        if not params:
             return
-        flat = torch.cat([g.reshape(-1) for g in grads])
+        present = [p.grad is not None for p in params]
+        first = params[0].detach()
+        counts = (first.new_ones(len(params)) if all(present)  # made on the device: no copy
+                  else first.new_tensor(present, dtype=first.dtype))
+        flat = torch.cat([p.grad.reshape(-1) if p.grad is not None else p.detach().new_zeros(p.numel())
+                          for p in params] + [counts])
         self.all_reduce_sum(flat)
+        # a rank with every gradient copies the sums into them and needs no counts (no read back)
+        anywhere = present if all(present) else (flat[-len(params):] > 0).tolist()
         offset = 0
-        for g in grads:
-            n = g.numel()
-            g.copy_(flat[offset : offset + n].view_as(g))
+        for p, here, somewhere in zip(params, present, anywhere):
+            n = p.numel()
+            piece = flat[offset : offset + n].view_as(p)
+            if here:
+                p.grad.copy_(piece)
+            elif somewhere:
+                p.grad = piece.clone()
             offset += n
 
 

@@ -133,6 +133,40 @@ def test_two_gloo_processes_with_resume_equal_one_process_on_the_union(tmp_path)
             assert row["valid"] == pytest.approx(ref["valid"], rel=1e-5)
 
 
+REDUCE_WORKER = textwrap.dedent('''
+    import json, sys
+    import torch
+    from pyro_srnn.distributed import distributed_context
+
+    with distributed_context("cpu") as ctx:
+        a, b, c = (torch.nn.Parameter(torch.zeros(2, 3)) for _ in range(3))
+        a.grad = torch.full((2, 3), float(ctx.rank + 1))
+        if ctx.rank == 1:  # b is used by rank 1's shard only, c by none
+            b.grad = torch.arange(6.0).reshape(2, 3)
+        ctx.reduce_gradients([a, b, c])
+        grads = {name: None if p.grad is None else p.grad.tolist() for name, p in zip("abc", (a, b, c))}
+    with open(f"{sys.argv[1]}/grads-rank{ctx.rank}.json", "w") as f:
+        json.dump(grads, f)
+''')
+
+
+def test_gradients_missing_on_one_rank_are_summed_on_every_rank(tmp_path):
+    """A parameter without a gradient on one rank (unused by its shard) must not break the one flat
+    all-reduce, and every rank must end with the same gradients, as one process on the union would."""
+    worker = tmp_path / "reduce_worker.py"
+    worker.write_text(REDUCE_WORKER)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(worker), str(tmp_path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for rank in (0, 1):
+        grads = json.loads((tmp_path / f"grads-rank{rank}.json").read_text())
+        assert grads["a"] == [[3.0] * 3] * 2
+        assert grads["b"] == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
+        assert grads["c"] is None  # no rank had one: Adam skips it, as it would in one process
+
+
 def test_batch_must_divide_among_ranks():
     from pyro_srnn.data import BatchSampler, chunk_sequences
 
