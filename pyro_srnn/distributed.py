@@ -15,13 +15,17 @@ clipping and Adam step to the same summed gradient, so parameters stay identical
 without broadcasting them. Validation runs on every rank over the whole validation
 split (identical numbers, so every rank agrees on the best step); ``--resume`` makes
 every rank load rank 0's ``latest.pt`` (the batch of a step is a pure function of
-``(seed, step)``, so each rank resumes on its own shard). All ranks share one seed:
-with latent models, rows at the same position of different shards see the same
-noise draws (still an unbiased ELBO gradient).
+``(seed, step)``, so each rank resumes on its own shard). Parameters start equal (every
+rank initialises them from the one seed); the noise of each update (latent draws,
+dropout) is seeded from ``(seed, rank, step)`` (:func:`pyro_srnn.train.rank_step_seed`),
+so the ranks draw independently of each other — as one process draws for every row of
+its batch — and a resumed rank draws what it would have drawn without the interruption.
 
 Checked by ``tests/test_distributed.py``: two gloo processes launched by ``torchrun``,
 interrupted and resumed, end with the parameters of one process trained on the
-union of their shards (to 1e-6).
+union of their shards (to 1e-6; a deterministic model); with a latent model the two
+ranks draw different noise, and an interrupted, resumed run ends where an uninterrupted
+one does.
 """
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ from .models import build_guide, build_model
 from .models.base import SequenceGuide, SequenceModel, model_from_config, GUIDES
 
 __all__ = ["TrainConfig", "Trainer", "use_cuda_graph", "TrainingDiverged", "train", "make_optimizer",
-           "STUDY_BATCH_SIZE", "study_increment", "PYRO_VALIDATION_MODES", "pyro_validation_mode", "PyroChecks"]
+           "rank_step_seed", "STUDY_BATCH_SIZE", "study_increment", "PYRO_VALIDATION_MODES", "pyro_validation_mode", "PyroChecks"]
 
 #: study batch sizes per domain (SPEC §5)
 STUDY_BATCH_SIZE = {"midi": 16, "speech": 32, "handwriting": 32}
@@ -167,6 +167,12 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
+def rank_step_seed(seed: int, rank: int, step: int) -> int:
+    """The seed of a data-parallel rank's noise at one update (``numpy.random.SeedSequence``: distinct
+    ``(seed, rank, step)`` give independent streams)."""
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
 def make_optimizer(params, lr: float) -> torch.optim.Adam:
     """Adam, fused where torch supports the parameters' device and dtype: one kernel updates every
     parameter, where the default runs several per parameter tensor (2.5–9× faster updates at the
@@ -289,6 +295,11 @@ class Trainer:
     def train_step(self, batch) -> dict:
         self.model.train()
         self.guide.train()
+        if self.dist.active:
+            # each rank its own noise (latent draws, dropout), a function of (seed, rank, step): ranks
+            # sharing one stream would give rows at the same place of their shards the same draws,
+            # and a resumed rank draws what it would have drawn (rank 0 saves only its own RNG state)
+            torch.manual_seed(rank_step_seed(self.config.seed, self.dist.rank, self.step))
         kl_scale = self.kl_schedule(self.step)
         # the batch's counts are host integers (counted on the CPU before it moved); the loss and
         # reconstruction stay on the device until after backward and clipping, where one read

@@ -29,6 +29,7 @@ STEPS, STOP_AT, BATCH = 6, 3, 4
 WORKER = textwrap.dedent('''
     import json, sys
     import numpy as np
+    import torch
     import pyro_srnn.train as train_mod
     from pyro_srnn.data.core import DataSpec, SequenceDataset
     from pyro_srnn.distributed import distributed_context
@@ -37,8 +38,17 @@ WORKER = textwrap.dedent('''
     sys.path.insert(0, sys.argv[1])
     from test_distributed import tiny_dataset, tiny_config
 
-    out, stop_at, resume = sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
-    writes = []
+    out, stop_at, resume, model = sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1", sys.argv[5]
+    writes, draws = [], []
+    real_randn_like = torch.randn_like
+
+    def randn_like(*a, **k):  # the noise of the training steps (validation runs without grad)
+        noise = real_randn_like(*a, **k)
+        if torch.is_grad_enabled():
+            draws.append(noise.flatten()[:4].tolist())
+        return noise
+
+    torch.randn_like = randn_like
     real_save, real_atomic = train_mod.save_checkpoint, train_mod.atomic_write
 
     def save_checkpoint(path, state):
@@ -51,12 +61,12 @@ WORKER = textwrap.dedent('''
 
     train_mod.save_checkpoint, train_mod.atomic_write = save_checkpoint, atomic_write
     with distributed_context("cpu") as ctx:
-        trainer = Trainer(tiny_config(out, stop_at=stop_at), dataset=tiny_dataset(), dist=ctx)
+        trainer = Trainer(tiny_config(out, stop_at=stop_at, model=model), dataset=tiny_dataset(), dist=ctx)
         if resume:
             trainer.resume()
         trainer.fit()
         report = {"rank": ctx.rank, "world_size": ctx.world_size, "writes": writes, "step": trainer.step,
-                  "history": trainer.history}
+                  "history": trainer.history, "draws": draws}
     with open(f"{out}/report-{'resume' if resume else 'first'}-rank{ctx.rank}.json", "w") as f:
         json.dump(report, f)
 ''')
@@ -72,18 +82,18 @@ def tiny_dataset() -> SequenceDataset:
     return SequenceDataset(spec, seqs(16), seqs(4), seqs(4))
 
 
-def tiny_config(out, stop_at=None) -> TrainConfig:
-    return TrainConfig(dataset="tiny-ddp", model="f-rnn", size="tiny", model_args={"dropout": 0.0},
+def tiny_config(out, stop_at=None, model="f-rnn") -> TrainConfig:
+    return TrainConfig(dataset="tiny-ddp", model=model, size="tiny", model_args={"dropout": 0.0},
                        steps=STEPS, stop_at=stop_at, batch_size=BATCH, valid_every=STOP_AT, log_every=1,
                        progress=False, out=str(out), seed=0)
 
 
-def _torchrun(tmp_path, out, stop_at, resume):
+def _torchrun(tmp_path, out, stop_at, resume, model="f-rnn"):
     worker = tmp_path / "ddp_worker.py"
     worker.write_text(WORKER)
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(worker), os.path.dirname(__file__), str(out), str(stop_at), "1" if resume else "0"]
+           str(worker), os.path.dirname(__file__), str(out), str(stop_at), "1" if resume else "0", model]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     phase = "resume" if resume else "first"
@@ -131,6 +141,24 @@ def test_two_gloo_processes_with_resume_equal_one_process_on_the_union(tmp_path)
         assert row["loss_per_value"] == pytest.approx(ref["loss_per_value"], rel=1e-5)
         if "valid" in ref:
             assert row["valid"] == pytest.approx(ref["valid"], rel=1e-5)
+
+
+def test_ranks_draw_their_own_noise_and_a_resumed_run_draws_the_same(tmp_path):
+    """A latent model (F-SRNN): the two ranks' latent draws differ at every update, and a run
+    interrupted after 3 updates and resumed draws, and ends with, what an uninterrupted one does."""
+    whole = _torchrun(tmp_path, tmp_path / "whole", STEPS, resume=False, model="f-srnn")
+    _torchrun(tmp_path, tmp_path / "split", STOP_AT, resume=False, model="f-srnn")
+    resumed = _torchrun(tmp_path, tmp_path / "split", STEPS, resume=True, model="f-srnn")
+    for rank in (0, 1):
+        assert len(whole[rank]["draws"]) == STEPS  # one latent path per update
+        assert whole[rank]["draws"][STOP_AT:] == resumed[rank]["draws"]
+    for step in range(STEPS):
+        assert whole[0]["draws"][step] != whole[1]["draws"][step], f"update {step + 1}: the ranks drew the same noise"
+    whole_state = load_checkpoint(tmp_path / "whole" / "latest.pt")
+    resumed_state = load_checkpoint(tmp_path / "split" / "latest.pt")
+    for part in ("model_state", "guide_state"):
+        for key, value in whole_state[part].items():
+            torch.testing.assert_close(resumed_state[part][key], value, rtol=0, atol=1e-6, msg=f"{part} {key}")
 
 
 REDUCE_WORKER = textwrap.dedent('''
