@@ -1,6 +1,5 @@
 """The command line contract: names, JSON summary line, exit codes, samples."""
 import json
-import os
 import subprocess
 import sys
 

@@ -270,7 +270,7 @@ def test_one_batch_scored_twice_without_an_update(name, guide_name):
 # ------------------------------------------------------------------ the loss stays on the device
 
 def _every_model_and_guide():
-    from pyro_srnn.models import GUIDES, MODELS, model_names
+    from pyro_srnn.models import GUIDES, model_names
 
     pairs = []
     for name in model_names():

@@ -1,9 +1,7 @@
 """The training engine: resume equality, divergence handling, atomic checkpoints, annealing, metrics."""
 import math
 import os
-import pickle
 
-import numpy as np
 import pytest
 import torch
 

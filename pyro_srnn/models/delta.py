@@ -155,7 +155,7 @@ class _DeltaBase(SequenceModel):
                          num_components=num_components, split=split, d_leak=d_leak, stride=stride,
                          split_seed=split_seed)
         self.delta_split = DeltaSplit(spec.step_dim, split, d_leak, stride, split_seed)
-        da, db = self.delta_split.d_leak, spec.step_dim - self.delta_split.d_leak
+        da = self.delta_split.d_leak
         self.rnn = ForwardRNN(spec.step_dim, hidden, num_layers, embed=embed, dropout=dropout)
         self.drop = nn.Dropout(dropout) if dropout else nn.Identity()
         L = spec.step_dim
