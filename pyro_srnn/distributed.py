@@ -12,12 +12,13 @@ reconstruction]`` (the global counts used for the normalisation, and the global 
 that rank 0 logs; a non-finite loss on any rank therefore stops every rank), and one
 all-reduce of all gradients in a single flat buffer. Every rank then applies the same
 clipping and Adam step to the same summed gradient, so parameters stay identical
-without broadcasting them. Validation runs on every rank over the whole validation
-split (identical numbers, so every rank agrees on the best step); ``--resume`` makes
+without broadcasting them. Validation is sharded too — batch ``i`` of the validation
+split on rank ``i mod N``, its noise seeded from ``(seed, i)``, the sum all-reduced — so
+every rank gets the same value and agrees on the best step; ``--resume`` makes
 every rank load rank 0's ``latest.pt`` (the batch of a step is a pure function of
 ``(seed, step)``, so each rank resumes on its own shard). Parameters start equal (every
 rank initialises them from the one seed); the noise of each update (latent draws,
-dropout) is seeded from ``(seed, rank, step)`` (:func:`pyro_srnn.train.rank_step_seed`),
+dropout) is seeded from ``(seed, rank, step)`` (:func:`derived_seed`),
 so the ranks draw independently of each other — as one process draws for every row of
 its batch — and a resumed rank draws what it would have drawn without the interruption.
 
@@ -33,9 +34,16 @@ import contextlib
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-__all__ = ["DistContext", "distributed_context"]
+__all__ = ["DistContext", "distributed_context", "derived_seed"]
+
+
+def derived_seed(*keys: int) -> int:
+    """A seed for the noise of one piece of work, e.g. ``(seed, rank, step)``: distinct keys give
+    independent streams (``numpy.random.SeedSequence``)."""
+    return int(np.random.SeedSequence(list(keys)).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 @dataclass

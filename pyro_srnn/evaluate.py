@@ -14,6 +14,7 @@ import torch
 
 from .data import chunk_sequences, iterate_batches
 from .data.core import DataSpec, SequenceDataset
+from .distributed import DistContext, derived_seed
 from .infer import iwae_log_likelihood, make_elbo
 
 __all__ = ["evaluate_chunks", "evaluate_split", "metric_name"]
@@ -26,14 +27,25 @@ def metric_name(has_latent: bool, iwae: int | None = None) -> str:
 
 
 def evaluate_chunks(model, guide, chunks, spec: DataSpec, *, estimator: str = "trace", iwae: int | None = None,
-                    batch_size: int = 64, device="cpu", max_batches: int | None = None, seed: int = 0) -> dict:
+                    batch_size: int = 64, device="cpu", max_batches: int | None = None, seed: int = 0,
+                    dist: DistContext | None = None) -> dict:
+    """The metric over ``chunks`` in batches of ``batch_size`` (the first ``max_batches`` only, if given).
+
+    With an active ``dist`` (data-parallel training), batch ``i`` is evaluated by rank
+    ``i mod world_size`` under a seed of its own, ``derived_seed(seed, i)``, and the sum is
+    all-reduced: every rank returns the same value, whatever the number of ranks, for a
+    fraction of the work. A single process draws all batches' noise from one stream seeded
+    with ``seed``.
+    """
     if not chunks:
         raise ValueError(f"{spec.name}: nothing to evaluate (empty split, or only length-1 sequences)")
     was_training = model.training, guide.training
     model.eval()
     guide.eval()
     elbo = make_elbo(estimator)
-    total, steps, sequences = 0.0, 0, set()
+    sharded = dist is not None and dist.active
+    steps, sequences = 0, set()
+    total = torch.zeros((), dtype=torch.float64, device=device)
     devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
     with torch.random.fork_rng(devices=devices), torch.no_grad():
         torch.manual_seed(seed)
@@ -41,7 +53,11 @@ def evaluate_chunks(model, guide, chunks, spec: DataSpec, *, estimator: str = "t
             if max_batches is not None and i >= max_batches:
                 break
             steps += batch.num_scored_steps  # host data, read before the batch moves to the device
-            sequences.update(batch.seq_ids.tolist())
+            sequences.update(batch.seq_ids.tolist())  # every rank counts every batch
+            if sharded:
+                if i % dist.world_size != dist.rank:
+                    continue
+                torch.manual_seed(derived_seed(seed, i))
             batch = batch.to(device)
             if iwae and model.has_latent:
                 log_likelihood = iwae_log_likelihood(model, guide, batch, iwae).sum()
@@ -49,6 +65,8 @@ def evaluate_chunks(model, guide, chunks, spec: DataSpec, *, estimator: str = "t
                 log_likelihood = -elbo.differentiable_loss(model, guide, batch)
             # summed on the device and read once at the end (each read is a GPU synchronisation)
             total = total + log_likelihood.double()
+    if sharded:
+        dist.all_reduce_sum(total)
     total = float(total)
     model.train(was_training[0])
     guide.train(was_training[1])

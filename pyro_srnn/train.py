@@ -32,7 +32,7 @@ import torch
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import BatchSampler, chunk_sequences, load_dataset
 from .data.core import DataSpec, SequenceDataset, atomic_write
-from .distributed import DistContext
+from .distributed import DistContext, derived_seed
 from .graphs import GraphedStep
 from .precision import check_precision, install_bf16_autocast
 from .evaluate import evaluate_chunks
@@ -42,7 +42,7 @@ from .models import build_guide, build_model
 from .models.base import SequenceGuide, SequenceModel, model_from_config, GUIDES
 
 __all__ = ["TrainConfig", "Trainer", "use_cuda_graph", "TrainingDiverged", "train", "make_optimizer",
-           "rank_step_seed", "STUDY_BATCH_SIZE", "study_increment", "PYRO_VALIDATION_MODES", "pyro_validation_mode", "PyroChecks"]
+           "STUDY_BATCH_SIZE", "study_increment", "PYRO_VALIDATION_MODES", "pyro_validation_mode", "PyroChecks"]
 
 #: study batch sizes per domain (SPEC §5)
 STUDY_BATCH_SIZE = {"midi": 16, "speech": 32, "handwriting": 32}
@@ -165,12 +165,6 @@ def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-
-
-def rank_step_seed(seed: int, rank: int, step: int) -> int:
-    """The seed of a data-parallel rank's noise at one update (``numpy.random.SeedSequence``: distinct
-    ``(seed, rank, step)`` give independent streams)."""
-    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 def make_optimizer(params, lr: float) -> torch.optim.Adam:
@@ -299,7 +293,7 @@ class Trainer:
             # each rank its own noise (latent draws, dropout), a function of (seed, rank, step): ranks
             # sharing one stream would give rows at the same place of their shards the same draws,
             # and a resumed rank draws what it would have drawn (rank 0 saves only its own RNG state)
-            torch.manual_seed(rank_step_seed(self.config.seed, self.dist.rank, self.step))
+            torch.manual_seed(derived_seed(self.config.seed, self.dist.rank, self.step))
         kl_scale = self.kl_schedule(self.step)
         # the batch's counts are host integers (counted on the CPU before it moved); the loss and
         # reconstruction stay on the device until after backward and clipping, where one read
@@ -401,7 +395,8 @@ class Trainer:
         with pyro.validation_enabled(self.pyro_checks.on("validation pass")):
             result = evaluate_chunks(self.model, self.guide, self.valid_chunks, self.dataset.spec,
                                      estimator=cfg.estimator, batch_size=cfg.eval_batch_size,
-                                     device=self.device, max_batches=cfg.valid_max_batches, seed=cfg.seed)
+                                     device=self.device, max_batches=cfg.valid_max_batches, seed=cfg.seed,
+                                     dist=self.dist)
         self.pyro_checks.done("validation pass")
         return result["value"]
 

@@ -85,6 +85,7 @@ def tiny_dataset() -> SequenceDataset:
 def tiny_config(out, stop_at=None, model="f-rnn") -> TrainConfig:
     return TrainConfig(dataset="tiny-ddp", model=model, size="tiny", model_args={"dropout": 0.0},
                        steps=STEPS, stop_at=stop_at, batch_size=BATCH, valid_every=STOP_AT, log_every=1,
+                       eval_batch_size=2,  # validation in several batches: the ranks share them out
                        progress=False, out=str(out), seed=0)
 
 
@@ -154,6 +155,9 @@ def test_ranks_draw_their_own_noise_and_a_resumed_run_draws_the_same(tmp_path):
         assert whole[rank]["draws"][STOP_AT:] == resumed[rank]["draws"]
     for step in range(STEPS):
         assert whole[0]["draws"][step] != whole[1]["draws"][step], f"update {step + 1}: the ranks drew the same noise"
+    # validation (an ELBO estimate, batches shared out among the ranks): one value on every rank
+    valid = [[row["valid"] for row in whole[rank]["history"] if "valid" in row] for rank in (0, 1)]
+    assert len(valid[0]) == 2 and valid[0] == valid[1]
     whole_state = load_checkpoint(tmp_path / "whole" / "latest.pt")
     resumed_state = load_checkpoint(tmp_path / "split" / "latest.pt")
     for part in ("model_state", "guide_state"):
