@@ -89,14 +89,19 @@ def tiny_config(out, stop_at=None, model="f-rnn") -> TrainConfig:
                        progress=False, out=str(out), seed=0)
 
 
+def _two_ranks(worker, *args) -> None:
+    """``torchrun --standalone --nproc_per_node 2 worker args…``, as a user launches training."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(worker), *map(str, args)]
+    proc = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
 def _torchrun(tmp_path, out, stop_at, resume, model="f-rnn"):
     worker = tmp_path / "ddp_worker.py"
     worker.write_text(WORKER)
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(worker), os.path.dirname(__file__), str(out), str(stop_at), "1" if resume else "0", model]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _two_ranks(worker, os.path.dirname(__file__), out, stop_at, "1" if resume else "0", model)
     phase = "resume" if resume else "first"
     return [json.loads((out / f"report-{phase}-rank{r}.json").read_text()) for r in (0, 1)]
 
@@ -187,11 +192,7 @@ def test_gradients_missing_on_one_rank_are_summed_on_every_rank(tmp_path):
     all-reduce, and every rank must end with the same gradients, as one process on the union would."""
     worker = tmp_path / "reduce_worker.py"
     worker.write_text(REDUCE_WORKER)
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(worker), str(tmp_path)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _two_ranks(worker, tmp_path)
     for rank in (0, 1):
         grads = json.loads((tmp_path / f"grads-rank{rank}.json").read_text())
         assert grads["a"] == [[3.0] * 3] * 2
