@@ -106,7 +106,15 @@ def distributed_context(device: str = "cpu"):
     rank = int(os.environ["RANK"])
     backend = "nccl" if device.startswith("cuda") else "gloo"
     if device.startswith("cuda"):
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        # one GPU per process, chosen by torchrun's LOCAL_RANK (NCCL refuses two ranks on one device)
+        if torch.device(device).index is not None:
+            raise ValueError(f"--device {device}: under torchrun give --device cuda; each process trains on "
+                             "the GPU of its LOCAL_RANK (restrict them with CUDA_VISIBLE_DEVICES)")
+        local_rank, visible = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+        if local_rank >= visible:
+            raise ValueError(f"torchrun started process {local_rank} on this machine, which has {visible} "
+                             f"visible GPU(s): use --nproc_per_node {visible} or fewer with --device cuda")
+        torch.cuda.set_device(local_rank)
     torch.distributed.init_process_group(backend=backend)
     try:
         yield DistContext(rank=rank, world_size=world_size)

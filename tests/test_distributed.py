@@ -200,6 +200,24 @@ def test_gradients_missing_on_one_rank_are_summed_on_every_rank(tmp_path):
         assert grads["c"] is None  # no rank had one: Adam skips it, as it would in one process
 
 
+@pytest.mark.parametrize("device, local_rank, gpus, message", [
+    ("cuda:1", "0", 2, "under torchrun give --device cuda"),
+    ("cuda", "2", 2, "has 2 visible GPU"),
+])
+def test_one_gpu_per_process_is_checked_before_the_process_group(monkeypatch, device, local_rank, gpus, message):
+    """NCCL's own error for two ranks on one GPU is obscure: a clear one comes first (no GPU needed)."""
+    from pyro_srnn.distributed import distributed_context
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", local_rank)
+    monkeypatch.setenv("LOCAL_RANK", local_rank)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda i: pytest.fail("must not reach set_device"))
+    with pytest.raises(ValueError, match=message):
+        with distributed_context(device):
+            pass
+
+
 def test_batch_must_divide_among_ranks():
     from pyro_srnn.data import BatchSampler, chunk_sequences
 
