@@ -19,7 +19,8 @@
    ``--nll-steps`` updates with ``pyro-srnn train`` on the same device (the study's
    protocol; runs in parallel subprocesses, reused when finished), test NLL of the
    best-validation checkpoint; a run finished on another device is read when this device
-   has none (column ``nll_device``). Each LSTM row carries the preset MADE's speed-up over
+   has none (column ``nll_device``), and a variant whose NLL the saved CSV already holds
+   (from any machine: the run directories are not kept) is not trained again. Each LSTM row carries the preset MADE's speed-up over
    it and the relative NLL difference. Target (issue #8): MADE ≥ 10× faster per update at a
    test NLL within ±2 % of the LSTM's. ``--made-hidden W ...`` adds MADEs of width ``W``
    (rows ``made-h<W>``; the preset MADE's NLL is far better than the preset LSTM's, so
@@ -42,7 +43,8 @@ Usage::
         --lstm-hidden 512 1024 --steps 3 --warmup 1     # equal-NLL pairs (slow: wide LSTMs on a CPU)
 
 Writes ``benchmarks/results/scaling_flat.csv``, ``scaling_hier.csv`` (keyed by model, low
-level and device: rows not run this time are kept) and ``scaling.png``.
+level, device and model size: rows not run this time are kept; rows are compared only with rows
+of their own size) and ``scaling.png``.
 """
 from __future__ import annotations
 
@@ -235,23 +237,49 @@ def finished_nll_run(runs: Path, name: str, label: str, size: str, steps: int, s
     return None
 
 
+NLL_COLUMNS = ("nll_device", "nll_updates", "valid_nll_best", "test_nll", "run")
+
+
+def saved_nll(saved, name: str, label: str, size: str, steps: int, seed: int) -> dict | None:
+    """The NLL of this variant as a saved CSV row holds it (``saved``: the rows of ``scaling_hier.csv``,
+    any device), or ``None``. The CSV is what outlives the git-ignored run directories: a fresh machine
+    (a borrowed GPU) then trains only the variants that no machine has finished."""
+    if saved is None or not len(saved) or "test_nll" not in saved:
+        return None
+    rows = saved[(saved.model == name) & (saved.low_level == label) & (saved["size"] == size)
+                 & (saved.nll_updates == steps) & saved.test_nll.notna()]
+    rows = rows[rows.run.astype(str).str.contains(f"-seed{seed}", regex=False)]
+    if not len(rows):
+        return None
+    row = rows.iloc[0]
+    known = {key: row[key] for key in NLL_COLUMNS if key in row}
+    if not isinstance(known.get("nll_device"), str):  # rows from before the column: trained where timed
+        known["nll_device"] = row["device"]
+    return known | {"nll_updates": int(row["nll_updates"])}
+
+
 def hier_nll(names, variants: dict, size: str, steps: int, seed: int, runs: Path, jobs: int,
-             device: str = "cpu") -> list[dict]:
+             device: str = "cpu", saved=None) -> list[dict]:
     """Train every (model, low-level variant) for ``steps`` updates with ``pyro-srnn train`` (the study's
     protocol: Adam, cosine decay over the run, clipping, dropout of the preset) and read the
     test NLL of the best-validation checkpoint from the run's ``result.json``.
 
     Runs go to ``runs/<model>-<size>-<label>-<steps>u-seed<seed>[-cuda]``; a finished run (its
     ``result.json`` exists) is read, not repeated — one trained on another device too, when this
-    device has none (column ``nll_device``). ``jobs`` runs go at once, the CPU's cores split
-    between them (and the GPU shared, on ``cuda``).
+    device has none (column ``nll_device``); failing both, a variant whose NLL the saved CSV rows
+    ``saved`` hold (:func:`saved_nll`) is taken from them. ``jobs`` runs go at once, the CPU's
+    cores split between them (and the GPU shared, on ``cuda``).
     """
-    pending, results = [], {}
+    pending, results, rows = [], {}, []
     for name in names:
         for label, model_args in variants.items():
             found = finished_nll_run(runs, name, label, size, steps, seed, device)
             if found is not None:
                 results[(name, label)] = found
+                continue
+            known = saved_nll(saved, name, label, size, steps, seed)
+            if known is not None:
+                rows.append({"model": name, "low_level": label, "device": device, **known})
                 continue
             out = _nll_run_dir(runs, name, label, size, steps, seed, device)
             cmd = _train_command(name, size, steps, seed, out, device, model_args,
@@ -276,7 +304,6 @@ def hier_nll(names, variants: dict, size: str, steps: int, seed: int, runs: Path
                 if proc.returncode != 0:
                     raise RuntimeError(f"{' '.join(map(str, key))}: training failed, see {out / 'train.log'}")
                 results[key] = (out, device)
-    rows = []
     for (name, label), (out, nll_device) in results.items():
         summary = json.loads((out / "result.json").read_text())
         rows.append({"model": name, "low_level": label, "device": device, "nll_device": nll_device,
@@ -319,6 +346,20 @@ def made_curve_run(name: str, size: str, steps: int, updates: int, every: int, s
     return out
 
 
+def _sizes(frame):
+    """The model size of each row (rows from before the column: the study's)."""
+    import pandas as pd
+
+    return frame["size"].fillna("study") if "size" in frame else pd.Series("study", index=frame.index)
+
+
+def _size(row) -> str:
+    size = getattr(row, "size", None)
+    return size if isinstance(size, str) else "study"
+
+
+HIER_KEYS = ["model", "low_level", "device", "size"]  # a CSV row per variant, device and model size
+HIER_KEY_DEFAULTS = {"size": "study"}  # rows saved before the size column
 TIME_TO_NLL_COLUMNS = ("lstm_best_valid", "made_reaches_at", "equal_nll_speedup")
 
 
@@ -337,7 +378,7 @@ def time_to_lstm_nll(frame, curves: dict):
     import pandas as pd
 
     made = frame[frame.low_level == "made"]
-    made_update_s = {(m, d): t for m, d, t in zip(made.model, made.device, made.update_s)}
+    made_update_s = {(m, d, z): t for m, d, z, t in zip(made.model, made.device, _sizes(made), made.update_s)}
     rows = []
     for row in frame.itertuples():
         out = dict.fromkeys(TIME_TO_NLL_COLUMNS, math.nan)
@@ -348,7 +389,7 @@ def time_to_lstm_nll(frame, curves: dict):
             reached = curve.index[curve.to_numpy() <= best]
             out["lstm_best_valid"] = best
             if len(reached):
-                made_s = made_update_s.get((row.model, row.device), math.nan)
+                made_s = made_update_s.get((row.model, row.device, _size(row)), math.nan)
                 out["made_reaches_at"] = reached[0]
                 out["equal_nll_speedup"] = (row.nll_updates * row.update_s) / (reached[0] * made_s)
         rows.append(out)
@@ -376,7 +417,8 @@ def fill_nll_across_devices(frame):
     has = frame.test_nll.notna()
     frame.loc[has & frame.nll_device.isna(), "nll_device"] = frame.device  # rows from before the column
     for i in frame.index[~has]:
-        donors = frame[has & (frame.model == frame.at[i, "model"]) & (frame.low_level == frame.at[i, "low_level"])]
+        donors = frame[has & (frame.model == frame.at[i, "model"]) & (frame.low_level == frame.at[i, "low_level"])
+                       & (_sizes(frame) == _sizes(frame)[i])]
         if len(donors):
             for col in ("test_nll", "valid_nll_best", "nll_updates", "nll_device", "run"):
                 if col in frame:
@@ -410,7 +452,8 @@ def compare_low_levels(frame):
         out = dict.fromkeys(COMPARISON_COLUMNS, math.nan)
         out["equal_nll_made"] = out["as_good_made"] = None
         if not made[row.Index]:
-            same = frame[made & (frame.model == row.model) & (frame.device == row.device)]
+            same = frame[made & (frame.model == row.model) & (frame.device == row.device)
+                         & (_sizes(frame) == _size(row))]
             preset = same[same.low_level == "made"]
             if len(preset):
                 ref = preset.iloc[0]
@@ -434,8 +477,9 @@ def compare_low_levels(frame):
 
 def run_hier(steps: int, models=tuple(HIER), size="study", batch=16, nll_steps: int = 0, seed: int = 0,
              runs: Path = Path("runs/bench_hier"), jobs: int = 2, device: str = "cpu", lstm_hidden=(),
-             made_hidden=(), warmup: int = 3):
-    """Timing (and NLL) rows, one per (model, low-level variant), compared by :func:`compare_low_levels`."""
+             made_hidden=(), warmup: int = 3, saved=None):
+    """Timing (and NLL) rows, one per (model, low-level variant), compared by :func:`compare_low_levels`;
+    NLLs of variants that ``saved`` (rows of the CSV) holds are not trained again."""
     import pandas as pd
 
     from bench_step import machine_info
@@ -452,7 +496,7 @@ def run_hier(steps: int, models=tuple(HIER), size="study", batch=16, nll_steps: 
             print(rows[-1], flush=True)
     frame = pd.DataFrame(rows)
     if nll_steps:
-        nll = pd.DataFrame(hier_nll(models, variants, size, nll_steps, seed, runs, jobs, device))
+        nll = pd.DataFrame(hier_nll(models, variants, size, nll_steps, seed, runs, jobs, device, saved=saved))
         frame = frame.merge(nll, on=["model", "low_level", "device"], how="left")
     return compare_low_levels(frame)
 
@@ -478,7 +522,8 @@ def plot(flat, hier, path):
     if hier is not None and len(hier) and "update_s" in hier:
         hier = hier.assign(device=hier["device"].fillna("cpu") if "device" in hier else "cpu")
         hier = hier.sort_values(["model", "device", "params"] if "params" in hier else ["model", "device"])
-        labels = [f"{m} {low} ({dev})" for m, low, dev in zip(hier.model, hier.low_level, hier.device)]
+        labels = [f"{m} {low} ({dev})" + ("" if size == "study" else f" [{size}]")
+                  for m, low, dev, size in zip(hier.model, hier.low_level, hier.device, _sizes(hier))]
         y = range(len(labels))
         axes[2].barh([i - 0.2 for i in y], hier.update_s, height=0.4, label="whole update")
         axes[2].barh([i + 0.2 for i in y], hier.low_level_s, height=0.4, label="low level alone (fwd+bwd)")
@@ -550,15 +595,16 @@ def main(argv=None):
     if args.part in ("hier", "both", "compare"):
         from bench_step import save_merged
 
-        csv, keys = out / "scaling_hier.csv", ["model", "low_level", "device"]
+        csv, keys = out / "scaling_hier.csv", HIER_KEYS
         if args.part == "compare":  # nothing timed or trained: the saved rows, compared again
             hier = pd.read_csv(csv)
         else:
             hier = run_hier(args.steps, models=tuple(args.hier_models), size=args.size, nll_steps=args.nll_steps,
                             runs=Path(args.runs), jobs=args.jobs, device=args.device, lstm_hidden=args.lstm_hidden,
-                            made_hidden=args.made_hidden, warmup=args.warmup)
-            hier = save_merged(hier, csv, keys)  # rows of other models, variants and devices stay
-        hier = compare_low_levels(hier)  # the comparisons span all the saved rows
+                            made_hidden=args.made_hidden, warmup=args.warmup,
+                            saved=pd.read_csv(csv) if csv.exists() else None)
+            hier = save_merged(hier, csv, keys, HIER_KEY_DEFAULTS)  # rows of other models, variants and devices stay
+        hier = compare_low_levels(hier.assign(size=_sizes(hier)))  # the comparisons span all the saved rows
         if args.made_curve and args.nll_steps:
             # MADE's NLL after k updates does not depend on the device it ran on (the same updates), so
             # this device's curve serves the rows of every device
@@ -573,7 +619,7 @@ def main(argv=None):
                     if name not in curves and _curve_done(run, updates):
                         curves[name] = validation_curve(run)
             hier = time_to_lstm_nll(hier.drop(columns=[c for c in TIME_TO_NLL_COLUMNS if c in hier]), curves)
-        hier = save_merged(hier, csv, keys)
+        hier = save_merged(hier, csv, keys, HIER_KEY_DEFAULTS)
         print(hier.to_string(index=False))
     elif (out / "scaling_hier.csv").exists():
         hier = pd.read_csv(out / "scaling_hier.csv")

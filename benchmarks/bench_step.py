@@ -159,9 +159,10 @@ def machine_info(device: str = "cpu") -> dict:
     return info
 
 
-def save_merged(frame, path, keys) -> "pd.DataFrame":
+def save_merged(frame, path, keys, defaults: dict | None = None) -> "pd.DataFrame":
     """Write ``frame`` to the CSV ``path`` atomically, keeping the rows of ``path`` whose ``keys``
-    are not in ``frame`` (so re-running one part of a benchmark keeps the other parts)."""
+    are not in ``frame`` (so re-running one part of a benchmark keeps the other parts). ``defaults``:
+    the value of a key column in saved rows from before that column existed."""
     import pandas as pd
 
     from pyro_srnn.data.core import atomic_write
@@ -169,6 +170,8 @@ def save_merged(frame, path, keys) -> "pd.DataFrame":
     path = Path(path)
     if path.exists():
         old = pd.read_csv(path)
+        for key, value in (defaults or {}).items():
+            old[key] = old[key].fillna(value) if key in old else value
         done = set(map(tuple, frame[keys].astype(str).values))
         old = old[[tuple(k) not in done for k in old[keys].astype(str).values]]
         frame = pd.concat([old, frame], ignore_index=True)

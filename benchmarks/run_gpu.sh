@@ -4,7 +4,8 @@
 #   1. the CUDA tests (tests/test_cuda.py, the CUDA cases of tests/test_latent_models.py), while
 #   2. the hier NLL runs train on the GPU (rnn-hier and srnn-hier, MADE against LSTM low levels of
 #      the preset's width and of widths $LSTM_HIDDEN, and narrower MADEs of widths $MADE_HIDDEN,
-#      $NLL_STEPS updates each, in parallel; a variant finished on another device is not re-trained);
+#      $NLL_STEPS updates each, in parallel; a variant finished on another device, or whose NLL the
+#      committed scaling_hier.csv holds, is not re-trained);
 #   then, with the GPU otherwise idle (these are timings):
 #   3. hier timing, MADE against each LSTM (bench_scaling.py --part hier --device cuda), each LSTM paired
 #      with the fastest MADE within ±2 % of its NLL (NLLs of unfinished variants from the CSV's CPU rows);
@@ -19,7 +20,10 @@
 # Usage:  bash benchmarks/run_gpu.sh [LOGDIR]      (default runs/gpu; CSVs go to benchmarks/results/)
 # Each part has its own time limit and runs even when an earlier one failed; the summary at the
 # end says which failed. DEVICE=cpu HIER_SIZE=tiny NLL_STEPS=2 ... tries the script's plumbing
-# without a GPU.
+# without a GPU. PARTS picks parts (default "tests hier step micro graphs fullsize"; the NLL runs
+# belong to "hier"), HIER_MODELS the hier models; e.g. the srnn-hier equal-NLL pair still open in #8:
+#   PARTS="tests hier" HIER_MODELS=srnn-hier LSTM_HIDDEN="1536 2048" MADE_HIDDEN="8 9 10 12" \
+#   NLL_TIMEOUT=420 bash benchmarks/run_gpu.sh
 set -u
 cd "$(dirname "$0")/.."
 LOG=${1:-runs/gpu}
@@ -31,6 +35,9 @@ MADE_HIDDEN=${MADE_HIDDEN:-2 3 4 5 6 7 8}
 NLL_STEPS=${NLL_STEPS:-2000}
 NLL_TIMEOUT=${NLL_TIMEOUT:-200}
 RUNS=${RUNS:-runs/bench_hier}
+PARTS=" ${PARTS:-tests hier step micro graphs fullsize} "
+HIER_MODELS=${HIER_MODELS:-rnn-hier srnn-hier}
+CSV=benchmarks/results/scaling_hier.csv
 MODELS=${MODELS:-}  # fullsize and step benchmarks: every model unless named
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 mkdir -p "$LOG"
@@ -43,58 +50,73 @@ $PY -c "import torch, pyro; print('torch', torch.__version__, 'pyro', pyro.__ver
 hier_variants_py="
 import sys; sys.path.insert(0, 'benchmarks')
 from pathlib import Path
+import pandas as pd
 import bench_scaling as b
+models = '$HIER_MODELS'.split()
+saved = pd.read_csv('$CSV') if Path('$CSV').exists() else None
 variants = b.low_level_variants([int(h) for h in '$LSTM_HIDDEN'.split()], [int(w) for w in '$MADE_HIDDEN'.split()])"
+part() { [[ "$PARTS" == *" $1 "* ]]; }
 
 # 2. NLL runs in their own process group (killed as a whole at the deadline)
-setsid $PY -c "$hier_variants_py
-b.hier_nll(list(b.HIER), variants, '$HIER_SIZE', $NLL_STEPS, 0, Path('$RUNS'), jobs=8, device='$DEVICE')
+if part hier; then
+    setsid $PY -c "$hier_variants_py
+b.hier_nll(models, variants, '$HIER_SIZE', $NLL_STEPS, 0, Path('$RUNS'), jobs=8, device='$DEVICE', saved=saved)
 " >"$LOG/nll.log" 2>&1 &
-nll_pid=$!
+    nll_pid=$!
+fi
 
 # 1. CUDA tests
-timeout 200 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_latent_models.py -k "cuda" \
-    2>&1 | tee "$LOG/pytest.log"
-status+=("cuda tests: rc=${PIPESTATUS[0]}")
-
-deadline=$((SECONDS + NLL_TIMEOUT))
-while kill -0 "$nll_pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 2; done
-if kill -0 "$nll_pid" 2>/dev/null; then
-    kill -- -"$nll_pid" 2>/dev/null; sleep 2; kill -9 -- -"$nll_pid" 2>/dev/null
-    status+=("hier NLL runs: stopped at ${NLL_TIMEOUT}s")
-else
-    wait "$nll_pid"; status+=("hier NLL runs: rc=$?")
+if part tests; then
+    timeout 200 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_latent_models.py -k "cuda" \
+        2>&1 | tee "$LOG/pytest.log"
+    status+=("cuda tests: rc=${PIPESTATUS[0]}")
 fi
+
+if part hier; then
+    deadline=$((SECONDS + NLL_TIMEOUT))
+    while kill -0 "$nll_pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 2; done
+    if kill -0 "$nll_pid" 2>/dev/null; then
+        kill -- -"$nll_pid" 2>/dev/null; sleep 2; kill -9 -- -"$nll_pid" 2>/dev/null
+        status+=("hier NLL runs: stopped at ${NLL_TIMEOUT}s")
+    else
+        wait "$nll_pid"; status+=("hier NLL runs: rc=$?")
+    fi
+    read -r done_runs expected < <($PY -c "$hier_variants_py
+keys = [(m, v) for m in models for v in variants]
+print(sum(b.finished_nll_run(Path('$RUNS'), m, v, '$HIER_SIZE', $NLL_STEPS, 0, '$DEVICE') is not None
+          or b.saved_nll(saved, m, v, '$HIER_SIZE', $NLL_STEPS, 0) is not None for m, v in keys), len(keys))")
+    nll_steps=0; [ "$done_runs" -eq "$expected" ] && nll_steps=$NLL_STEPS  # else timing only, no relaunch
+
+    # 3.-5. timings
+    timeout 180 $PY benchmarks/bench_scaling.py --part hier --device $DEVICE --size $HIER_SIZE --hier-models $HIER_MODELS \
+        --lstm-hidden $LSTM_HIDDEN --made-hidden $MADE_HIDDEN --nll-steps $nll_steps --runs "$RUNS" --jobs 8 --steps 20 \
+        2>&1 | tee "$LOG/hier.log"
+    status+=("hier timing (NLL of $done_runs/$expected variants): rc=${PIPESTATUS[0]}")
+fi
+if part step; then
+    timeout 100 $PY benchmarks/bench_step.py --device $DEVICE --configs midi ${MODELS:+--models $MODELS} \
+        --out benchmarks/results/bench_step_$DEVICE.csv 2>&1 | tee "$LOG/step.log"
+    status+=("bench_step midi: rc=${PIPESTATUS[0]}")
+    timeout 100 $PY benchmarks/bench_step.py --device $DEVICE --configs midi ${MODELS:+--models $MODELS} \
+        --pyro-validation always --out benchmarks/results/bench_step_${DEVICE}_always.csv 2>&1 | tee "$LOG/step_always.log"
+    status+=("bench_step midi, --pyro-validation always: rc=${PIPESTATUS[0]}")
+fi
+if part micro; then
+    timeout 90 $PY benchmarks/bench_step.py --device $DEVICE --configs micro --pyro-validation always --with-unvalidated \
+        --min-time 1 \
+        ${MODELS:+--models $MODELS} --out benchmarks/results/bench_step_${DEVICE}_micro.csv 2>&1 | tee "$LOG/step_micro.log"
+    status+=("bench_step micro (fixed cost): rc=${PIPESTATUS[0]}")
+fi
+if part graphs; then
+    timeout 150 $PY benchmarks/bench_graphs.py --device $DEVICE --reps 15 --timeout 60 ${MODELS:+--models $MODELS} \
+        2>&1 | tee "$LOG/graphs.log"
+    status+=("bench_graphs (CUDA graph of a whole step): rc=${PIPESTATUS[0]}")
+fi
+if part fullsize; then
+    timeout 130 $PY benchmarks/bench_fullsize.py --devices $DEVICE --reps 3 ${MODELS:+--models $MODELS} 2>&1 | tee "$LOG/fullsize.log"
+    status+=("bench_fullsize: rc=${PIPESTATUS[0]}")
+fi
+
 runs_glob="$RUNS/*-$HIER_SIZE-*u-seed0-$DEVICE"; [ "$DEVICE" = cpu ] && runs_glob="$RUNS/*-$HIER_SIZE-*u-seed0"
-read -r done_runs expected < <($PY -c "$hier_variants_py
-keys = [(m, v) for m in b.HIER for v in variants]
-print(sum(b.finished_nll_run(Path('$RUNS'), m, v, '$HIER_SIZE', $NLL_STEPS, 0, '$DEVICE') is not None for m, v in keys),
-      len(keys))")
-nll_steps=0; [ "$done_runs" -eq "$expected" ] && nll_steps=$NLL_STEPS  # else timing only, no relaunch
-
-# 3.-5. timings
-timeout 180 $PY benchmarks/bench_scaling.py --part hier --device $DEVICE --size $HIER_SIZE \
-    --lstm-hidden $LSTM_HIDDEN --made-hidden $MADE_HIDDEN --nll-steps $nll_steps --runs "$RUNS" --jobs 8 --steps 20 \
-    2>&1 | tee "$LOG/hier.log"
-status+=("hier timing (NLL from $done_runs/$expected runs): rc=${PIPESTATUS[0]}")
-timeout 100 $PY benchmarks/bench_step.py --device $DEVICE --configs midi ${MODELS:+--models $MODELS} \
-    --out benchmarks/results/bench_step_$DEVICE.csv 2>&1 | tee "$LOG/step.log"
-status+=("bench_step midi: rc=${PIPESTATUS[0]}")
-timeout 100 $PY benchmarks/bench_step.py --device $DEVICE --configs midi ${MODELS:+--models $MODELS} \
-    --pyro-validation always --out benchmarks/results/bench_step_${DEVICE}_always.csv 2>&1 | tee "$LOG/step_always.log"
-status+=("bench_step midi, --pyro-validation always: rc=${PIPESTATUS[0]}")
-
-timeout 90 $PY benchmarks/bench_step.py --device $DEVICE --configs micro --pyro-validation always --with-unvalidated \
-    --min-time 1 \
-    ${MODELS:+--models $MODELS} --out benchmarks/results/bench_step_${DEVICE}_micro.csv 2>&1 | tee "$LOG/step_micro.log"
-status+=("bench_step micro (fixed cost): rc=${PIPESTATUS[0]}")
-
-timeout 150 $PY benchmarks/bench_graphs.py --device $DEVICE --reps 15 --timeout 60 ${MODELS:+--models $MODELS} \
-    2>&1 | tee "$LOG/graphs.log"
-status+=("bench_graphs (CUDA graph of a whole step): rc=${PIPESTATUS[0]}")
-
-timeout 130 $PY benchmarks/bench_fullsize.py --devices $DEVICE --reps 3 ${MODELS:+--models $MODELS} 2>&1 | tee "$LOG/fullsize.log"
-status+=("bench_fullsize: rc=${PIPESTATUS[0]}")
-
 tar czf "$LOG/runs.tgz" --exclude='*.pt' $runs_glob 2>/dev/null
 printf '%s\n' "${status[@]}" | tee "$LOG/summary.txt"

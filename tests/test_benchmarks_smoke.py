@@ -180,6 +180,28 @@ def test_equal_nll_pairs_each_lstm_with_the_fastest_made_within_two_percent():
     assert list(again.columns) == list(bench_scaling.compare_low_levels(frame).columns)  # recomputed, not doubled
 
 
+def test_hier_rows_of_another_model_size_neither_replace_nor_pair_with_the_study_rows(tmp_path):
+    """A tiny plumbing run saved into the same CSV keeps the study's rows of the same variant and
+    device, and each size is compared (and has NLLs filled) only within itself."""
+    import bench_scaling
+    from bench_step import save_merged
+
+    study = [dict(_hier_row("made", 1.0, 5.0), size="study"), dict(_hier_row("lstm", 12.0, 5.1), size="study"),
+             dict(_hier_row("made", 2.0, 5.0, device="cuda"), size="study")]
+    tiny = [dict(_hier_row("made", 0.01, 60.0), size="tiny"), dict(_hier_row("lstm", 0.02, 61.0), size="tiny"),
+            dict(_hier_row("lstm", 0.03, float("nan"), device="cuda"), size="tiny")]
+    csv = tmp_path / "scaling_hier.csv"
+    save_merged(pd.DataFrame(study), csv, bench_scaling.HIER_KEYS)
+    merged = save_merged(pd.DataFrame(tiny), csv, bench_scaling.HIER_KEYS)
+    assert len(merged) == 6
+    out = bench_scaling.compare_low_levels(merged).set_index(["low_level", "device", "size"])
+    assert out.loc[("lstm", "cpu", "study")].update_speedup == pytest.approx(12.0)
+    assert out.loc[("lstm", "cpu", "study")].target_met in (True,)  # MADE 5.0 within 2 % of 5.1, 12×
+    assert out.loc[("lstm", "cpu", "tiny")].update_speedup == pytest.approx(2.0)
+    assert out.loc[("lstm", "cpu", "tiny")].equal_nll_made == "made"
+    assert out.loc[("lstm", "cuda", "tiny")].test_nll == 61.0  # filled from its own size's CPU row
+
+
 def test_hier_nll_runs_each_variant_with_its_model_args(tmp_path):
     """The NLL comparison trains every variant through the CLI with its model arguments and reads
     the test NLL back; a finished run is reused."""
@@ -226,6 +248,33 @@ def test_hier_nll_reads_a_run_finished_on_another_device_instead_of_training(tmp
     assert rows["lstm-h12"]["test_nll"] == 7.0 and rows["lstm-h12"]["run"] == str(wide)
     assert rows["made"]["nll_device"] == "cpu" and rows["made"]["test_nll"] == 5.0  # its own device's run
     assert not list(tmp_path.glob("*/train.log"))  # nothing was trained
+
+
+def test_hier_nll_takes_the_nll_of_a_variant_from_the_saved_csv_instead_of_training(tmp_path):
+    """On a fresh machine (no run directories) a variant whose NLL the saved CSV holds, for the same
+    size, updates and seed, is read from it; a different seed, size or update count does not count."""
+    import bench_scaling
+
+    def row(label, nll, device="cpu", nll_device="cuda", updates=2, size="tiny", seed=0):
+        return {"model": "rnn-hier", "low_level": label, "device": device, "size": size, "update_s": 1.0,
+                "nll_device": nll_device, "nll_updates": updates, "valid_nll_best": nll + 0.1, "test_nll": nll,
+                "run": f"runs/bench_hier/rnn-hier-{size}-{label}-{updates}u-seed{seed}-{nll_device}"}
+
+    saved = pd.DataFrame([row("made", 5.0), row("lstm", 9.0, device="cuda", nll_device=None),
+                          row("lstm-h12", 7.0), row("made-h3", 8.0, seed=1), row("made-h4", 8.0, updates=3),
+                          row("made-h5", 8.0, size="study")])
+    variants = bench_scaling.low_level_variants([12])
+    rows = {r["low_level"]: r for r in bench_scaling.hier_nll(["rnn-hier"], variants, "tiny", 2, 0, tmp_path,
+                                                               jobs=1, saved=saved)}
+    assert set(rows) == set(variants)
+    assert rows["lstm-h12"] == {"model": "rnn-hier", "low_level": "lstm-h12", "device": "cpu", "nll_device": "cuda",
+                                "nll_updates": 2, "valid_nll_best": 7.1, "test_nll": 7.0,
+                                "run": "runs/bench_hier/rnn-hier-tiny-lstm-h12-2u-seed0-cuda"}
+    assert rows["lstm"]["nll_device"] == "cuda"  # a row from before the column: trained where it was timed
+    assert not list(tmp_path.iterdir())  # nothing was trained
+    for label in ("made-h3", "made-h4", "made-h5"):  # other seed, other update count, other size
+        assert bench_scaling.saved_nll(saved, "rnn-hier", label, "tiny", 2, 0) is None
+    assert bench_scaling.saved_nll(None, "rnn-hier", "made", "tiny", 2, 0) is None
 
 
 @pytest.mark.parametrize("config_name", ["midi", "speech"])
@@ -291,8 +340,8 @@ def test_bench_mixture_checks_the_three_densities_agree_and_times_them(tmp_path)
 
 
 def test_scaling_main_writes_hier_rows_by_device_and_the_plot(tmp_path):
-    """The hier part of bench_scaling's command line writes its CSV (keyed by model, low level and
-    device: a re-run replaces its own rows only) and the plot, with and without NLL rows."""
+    """The hier part of bench_scaling's command line writes its CSV (keyed by model, low level,
+    device and size: a re-run replaces its own rows only) and the plot, with and without NLL rows."""
     import bench_scaling
 
     (tmp_path / "scaling_hier.csv").write_text(
@@ -302,6 +351,8 @@ def test_scaling_main_writes_hier_rows_by_device_and_the_plot(tmp_path):
     saved = pd.read_csv(tmp_path / "scaling_hier.csv")
     assert set(zip(saved.low_level, saved.device)) == {("made", "cuda"), ("made", "cpu"), ("lstm", "cpu"),
                                                        ("lstm-h12", "cpu")}
+    assert saved.set_index(["low_level", "device"])["size"].to_dict() == {
+        ("made", "cuda"): "study", ("made", "cpu"): "tiny", ("lstm", "cpu"): "tiny", ("lstm-h12", "cpu"): "tiny"}
     assert (tmp_path / "scaling.png").stat().st_size > 0
     (tmp_path / "scaling.png").unlink()
     bench_scaling.plot(None, pd.read_csv(Path(bench_scaling.HERE) / "results" / "scaling_hier.csv"),
