@@ -75,6 +75,12 @@ def head_log_prob(head, params, x):
     raise TypeError(f"no hand-written density for head {kind}")
 
 
+def latent_mask(mask):
+    """Steps whose latent terms count: up to each row's last scored step (holes inside a row count;
+    as ``pyro_srnn.distributions.latent_mask``, written out so older package revisions can be timed)."""
+    return mask.flip(-1).cumsum(-1).flip(-1) > 0
+
+
 def masked_sum(step_values, mask):
     """Sum of per-step values ``(B, T)`` over scored steps (padded steps contribute exactly 0)."""
     return torch.where(mask, step_values, torch.zeros_like(step_values)).sum()
@@ -101,7 +107,7 @@ def frnn_loss(model, guide, batch, kl_scale=1.0):
 def _elbo_loss(step_log_px, z, q_loc, q_scale, p_loc, p_scale, mask, kl_scale, extra=0.0):
     log_q = normal_log_prob(z, q_loc, q_scale).sum(-1)
     log_p = normal_log_prob(z, p_loc, p_scale).sum(-1)
-    return -(masked_sum(step_log_px, mask) + kl_scale * masked_sum(log_p - log_q, mask) + extra)
+    return -(masked_sum(step_log_px, mask) + kl_scale * masked_sum(log_p - log_q, latent_mask(mask)) + extra)
 
 
 def _reparam(loc, scale):

@@ -17,7 +17,7 @@ model, at ``bench_step.py``'s MIDI configuration (the study's MIDI presets, batc
 
 for the Pyro path and the hand-written torch path of ``benchmarks/_torch_losses.py`` alike; and a
 ``trainer`` row: the trainer's whole step (``Trainer.train_step``: batch collated and copied, the step,
-its one read back, Adam, scheduler) eagerly and with ``train --cuda-graph`` (``pyro_srnn.graphs``,
+its one read back, Adam, learning rate) eagerly and with ``train --cuda-graph`` (``pyro_srnn.graphs``,
 which captures the step up to its read), on synthetic sequences of the same shape. Each model runs
 in its own process (a failed capture can leave the CUDA context unusable). Columns:
 ``model, guide, path, eager_ms, graph_ms, graph_speedup, capture`` (``ok`` or the error), the
@@ -122,7 +122,7 @@ def _synthetic_dataset(config: dict, sequences: int = 64):
 
 def measure_trainer(name: str, config: dict, size: str, reps: int, warmup: int, device: str) -> dict:
     """The trainer's whole step (``Trainer.train_step``: the batch collated and copied to the device, the
-    step, its one read, Adam, the scheduler) eagerly and with ``cuda_graph=True``, on synthetic
+    step, its one read, Adam, the learning rate) eagerly and with ``cuda_graph=True``, on synthetic
     sequences of the configuration's shape: what ``train --cuda-graph`` gains, read-back included."""
     import tempfile
 

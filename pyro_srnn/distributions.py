@@ -31,7 +31,7 @@ import pyro.distributions as dist
 from pyro.distributions.torch_distribution import TorchDistribution
 
 __all__ = ["masked_sequence", "MaskedSequence", "normal_log_density", "SequenceNormal", "LATENT_CLAMP",
-           "gaussian_params"]
+           "gaussian_params", "latent_mask"]
 
 #: mean and log-variance of latent Gaussians are clamped to this range (ref code)
 LATENT_CLAMP = 8.0
@@ -76,7 +76,10 @@ def masked_sequence(step_dist: dist.TorchDistribution, mask: torch.Tensor | None
 
 
 class SequenceNormal(TorchDistribution):
-    """Diagonal Gaussian over a latent path ``(B, T, d)``, per-step parameters possibly path-dependent."""
+    """Diagonal Gaussian over a latent path ``(B, T, d)``, per-step parameters possibly path-dependent.
+
+    ``mask`` is the batch's scored-step mask; the density counts the steps of :func:`latent_mask`
+    (all but the trailing padding)."""
 
     arg_constraints = {}
     support = constraints.independent(constraints.real, 2)
@@ -102,7 +105,7 @@ class SequenceNormal(TorchDistribution):
         shape = torch.Size(shape)
         self.loc, self.scale = loc, scale
         self.params_fn, self.sampler = params_fn, sampler
-        self._mask = mask
+        self._mask = latent_mask(mask)
         self._last = None  # (value, loc, scale) of the last path drawn
         self._scored = None  # (value, loc, scale) of the last path scored
         super().__init__(batch_shape=shape[:1], event_shape=shape[1:], validate_args=validate_args)
@@ -159,6 +162,18 @@ class SequenceNormal(TorchDistribution):
         if self.sequential:
             raise NotImplementedError("the mean of a path-dependent Gaussian has no closed form")
         return self.loc
+
+
+def latent_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
+    """The steps ``(B, T)`` whose latent counts in the ELBO, from the batch's scored-step ``mask``:
+    every step up to a row's last scored one. An unscored step *inside* a row (a hole: stream
+    batching leaves the first target of each joined sequence unscored) still draws its latent,
+    which conditions the scored steps after it, so its prior and posterior densities must count —
+    dropped, q could carry information in it for free and the objective would exceed log p(x).
+    Only trailing padding, which conditions nothing scored, drops out."""
+    if mask is None:
+        return None
+    return mask.flip(-1).cumsum(-1).flip(-1) > 0
 
 
 @register_kl(SequenceNormal, SequenceNormal)

@@ -12,7 +12,7 @@ What is captured is everything up to the step's one read back to the host: the l
 module: guide and model traced, every site scored), the reconstruction term, the backward pass of the
 loss over the value count and the gradient-norm clipping. The trainer then reads loss, reconstruction
 and gradient norm as in an eager step, stops before any update when one is not finite, and runs the
-optimiser and the scheduler eagerly (a fused Adam: a few launches). So checkpoints, ``--resume`` and
+optimiser and the learning rate eagerly (a fused Adam: a few launches). So checkpoints, ``--resume`` and
 the learning-rate schedule are those of eager training, and a diverging step still names its site
 (the trainer re-runs that batch eagerly with Pyro's checks on).
 

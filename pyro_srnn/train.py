@@ -2,7 +2,7 @@
 
 Protocol of the study (SPEC §5): Adam, learning rate cosine-decayed from 1e-3 to
 1e-6 over the run, global gradient-norm clipping at 0.5 on the loss normalised per
-value, KL annealing of the latent sites by ``poutine.scale`` (0.2 + increment per
+value (per audio sample, 88-key step or pen point), KL annealing of the latent sites by ``poutine.scale`` (0.2 + increment per
 update, capped at 1). The ELBO is Pyro's ``Trace_ELBO`` (or ``TraceMeanField_ELBO``)
 used as an ``nn.Module`` (``elbo(model, guide)``), so any torch optimiser, scheduler
 or DDP reduction applies.
@@ -14,13 +14,16 @@ eagerly), so Pyro's Python runs once, not at every step.
 Every ``valid_every`` steps the model is evaluated on the validation split; the run
 directory keeps ``best.pt`` (best validation), ``latest.pt``, ``metrics.csv`` and
 ``curves.png``. ``resume=True`` continues from ``latest.pt`` with model, guide,
-optimiser, scheduler, step (hence annealing and the data order) and RNG restored,
+optimiser, step (hence learning rate, annealing and the data order) and RNG restored,
 so an interrupted run ends with exactly the parameters of an uninterrupted one.
 """
 from __future__ import annotations
 
 import math
 import os
+import signal
+import sys
+import threading
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,15 +40,36 @@ from .graphs import GraphedStep
 from .precision import check_precision, install_bf16_autocast
 from .evaluate import evaluate_chunks
 from .samples import medium_kwargs
-from .infer import make_elbo, make_schedule
+from .infer import SigmoidAnnealing, make_elbo, make_schedule
 from .models import build_guide, build_model
 from .models.base import SequenceGuide, SequenceModel, model_from_config, GUIDES
 
 __all__ = ["TrainConfig", "Trainer", "use_cuda_graph", "TrainingDiverged", "train", "make_optimizer",
-           "STUDY_BATCH_SIZE", "study_increment", "PYRO_VALIDATION_MODES", "pyro_validation_mode", "PyroChecks"]
+           "STUDY_BATCH_SIZE", "study_batch_size", "study_increment", "cosine_lr", "values_per_loss_unit", "PYRO_VALIDATION_MODES", "pyro_validation_mode", "PyroChecks"]
 
-#: study batch sizes per domain (SPEC §5)
+#: study batch sizes per domain (SPEC §5), and the data sets that differ from their domain's
 STUDY_BATCH_SIZE = {"midi": 16, "speech": 32, "handwriting": 32}
+STUDY_BATCH_SIZE_OF_DATASET = {"vctk": 128, "blizzard": 128}
+
+
+def study_batch_size(spec: DataSpec) -> int:
+    """The study's batch size for a data set (SPEC §5: TIMIT 32, VCTK/Blizzard 128, MIDI 16, IAM-OnDB 32)."""
+    return STUDY_BATCH_SIZE_OF_DATASET.get(spec.name, STUDY_BATCH_SIZE.get(spec.domain, 16))
+
+
+def values_per_loss_unit(spec: DataSpec) -> int:
+    """Values of a step that make one unit of the loss normalisation before clipping (SPEC §5: "per value
+    — speech: per audio sample; MIDI: per 88-key step; handwriting: per pen point"): a speech step's
+    samples count one by one, a MIDI or handwriting step counts once."""
+    return 1 if spec.domain in ("midi", "handwriting") else spec.step_dim
+
+
+def cosine_lr(step: int, steps: int, lr: float, lr_min: float) -> float:
+    """The learning rate of update ``step`` (0-based) of a ``steps``-update run: cosine decay from ``lr``
+    to ``lr_min``, held at ``lr_min`` past the end. A function of the step alone (no scheduler
+    state), so a resumed run with a longer ``--steps`` follows the new horizon."""
+    t = min(step, steps) / max(steps, 1)
+    return lr_min + (lr - lr_min) * (1 + math.cos(math.pi * t)) / 2
 
 
 def study_increment(domain: str) -> float:
@@ -180,6 +204,34 @@ def make_optimizer(params, lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr)
 
 
+class DeferredInterrupt:
+    """Ctrl-C during training: the first one lets the update under way finish (with its validation and
+    checkpoint, when due) and stops training there, so ``--resume`` continues exactly; a second one
+    interrupts at once. Only where Python's own SIGINT handler is in place, in the main thread, and
+    with ``enabled`` (single-process runs: ranks of a data-parallel run would stop at different updates)."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if (self.enabled and threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+        signal.signal(signal.SIGINT, self._previous)  # a second Ctrl-C: KeyboardInterrupt at once
+
+    def __exit__(self, *exc) -> bool:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+        return False
+
+
 class Trainer:
     """Builds data, model, guide, ELBO and optimiser from a :class:`TrainConfig` and runs it."""
 
@@ -216,7 +268,8 @@ class Trainer:
         self.train_chunks = chunk_sequences(self.dataset.train, chunk_len, stream=config.stream,
                                             step_dim=spec.step_dim)
         self.valid_chunks = chunk_sequences(self.dataset.valid, chunk_len, step_dim=spec.step_dim)
-        batch_size = config.batch_size or STUDY_BATCH_SIZE.get(spec.domain, 16)
+        batch_size = config.batch_size or study_batch_size(spec)
+        self.values_per_loss_unit = values_per_loss_unit(spec)
         # a captured step fixes the batch's shape: pad every batch to the chunk length (padding is masked)
         self.sampler = BatchSampler(self.train_chunks, batch_size, seed=config.seed, rank=rank,
                                     world_size=world_size, pad_to=chunk_len if self.uses_cuda_graph else None)
@@ -226,18 +279,20 @@ class Trainer:
         self.params = [p for p in self.loss_fn.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(self.params, lr=config.lr)
         self.graphed = GraphedStep(self._step_pass, self.params) if self.uses_cuda_graph else None
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            self.optimizer, T_max=max(config.steps, 1), eta_min=config.lr_min)
         increment = config.anneal_increment if config.anneal_increment is not None else study_increment(spec.domain)
         if not self.model.has_latent:
             self.kl_schedule = make_schedule("none")
         elif config.anneal == "linear":
             self.kl_schedule = make_schedule("linear", start=config.anneal_start, increment=increment)
+        elif config.anneal == "sigmoid":  # the linear ramp of the same start and increment, smoothed
+            self.kl_schedule = SigmoidAnnealing.like_linear(start=config.anneal_start, increment=increment)
         else:
             self.kl_schedule = make_schedule(config.anneal)
         self.step = 0
         self.best_valid = math.inf
         self.history: list[dict] = []
+        self._rng_at_step: dict | None = None  # the random state at the start of the update under way
+        self._applying_update = False  # inside the optimiser's step (an interrupt there: no checkpoint)
         self.pyro_checks = PyroChecks(config.pyro_validation)  # per process: a resumed run checks again
 
     @staticmethod
@@ -252,20 +307,18 @@ class Trainer:
             "model_state": self.model.state_dict(),
             "guide_state": self.guide.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
             "step": self.step,
             "best_valid": self.best_valid,
             "history": self.history,
             "train_config": self.config.to_dict(),
             "medium": medium_kwargs(self.dataset.spec, self.dataset.info),
-            "rng": _rng_state(),
+            "rng": self._rng_at_step or _rng_state(),
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model_state"])
         self.guide.load_state_dict(state["guide_state"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        self.optimizer.load_state_dict(state["optimizer"])  # (a "scheduler" entry of older checkpoints: unused)
         self.step = int(state["step"])
         self.best_valid = float(state["best_valid"])
         self.history = list(state["history"])
@@ -300,19 +353,21 @@ class Trainer:
         # brings back everything the step reports (on a GPU each read is a synchronisation, and
         # one before backward would stop the CPU from queueing the backward pass)
         num_values, num_steps = batch.num_scored_values, batch.num_scored_steps
+        units = num_steps * self.values_per_loss_unit  # the loss is normalised per these before clipping
         checks = self.pyro_checks.on("step")
         read = None
         if self.graphed is not None and not checks:
             with pyro.validation_enabled(False):  # (only a capture runs Python)
-                read = self.graphed(batch, kl_scale, max(num_values, 1))
+                read = self.graphed(batch, kl_scale, max(units, 1))
         if read is None:
             with pyro.validation_enabled(checks):  # its backward hooks are made in the forward pass
-                read = (self._distributed_step_pass(batch, kl_scale, num_values, num_steps) if self.dist.active
-                        else self._step_pass(batch, kl_scale, max(num_values, 1)))
+                read = (self._distributed_step_pass(batch, kl_scale, num_steps) if self.dist.active
+                        else self._step_pass(batch, kl_scale, max(units, 1)))
         read = read.tolist()  # the step's one read back to the host
         loss_value, recon, grad_norm_value = read[:3]
         if self.dist.active:
-            num_values, num_steps = int(read[3]), int(read[4])
+            num_steps = int(read[3])
+            num_values = num_steps * batch.step_dim
         if not math.isfinite(loss_value) or not math.isfinite(grad_norm_value):
             self.optimizer.zero_grad(set_to_none=True)
             found = self.diagnose(batch, kl_scale)
@@ -322,11 +377,14 @@ class Trainer:
                 + f"; training stopped, the last good checkpoint is {self.out / 'latest.pt'}"
             )
         self.pyro_checks.done("step")
+        lr = cosine_lr(self.step, self.config.steps, self.config.lr, self.config.lr_min)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self._applying_update = True
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        lr = self.optimizer.param_groups[0]["lr"]
-        self.scheduler.step()
         self.step += 1
+        self._applying_update = False
         kl = (loss_value + recon) / kl_scale if self.model.has_latent else 0.0  # loss = −recon + s·KL
         return {"step": self.step, "loss_per_value": loss_value / max(num_values, 1),
                 "nll_per_step": loss_value / max(num_steps, 1),
@@ -342,8 +400,9 @@ class Trainer:
         return loss, torch.stack([loss.detach().double(), recon.detach().double()])
 
     def _backward_and_clip(self, loss, divisor):
-        """Backward of the loss per value (``divisor``: the value count), gradients averaged across
-        ranks, clipped to ``clip_norm``; returns the gradient norm before clipping."""
+        """Backward of the loss per unit of :func:`values_per_loss_unit` (``divisor``: their count),
+        gradients averaged across ranks, clipped to ``clip_norm``; returns the gradient norm before
+        clipping."""
         (loss / divisor).backward()
         self.dist.reduce_gradients(self.params)
         return torch.nn.utils.clip_grad_norm_(self.params, self.config.clip_norm)
@@ -356,18 +415,19 @@ class Trainer:
         grad_norm = self._backward_and_clip(loss, divisor)
         return torch.cat([sums, grad_norm.detach().double().reshape(1)])
 
-    def _distributed_step_pass(self, batch, kl_scale, num_values: int, num_steps: int) -> torch.Tensor:
-        """:meth:`_step_pass` of one rank: ``[loss, reconstruction, gradient norm, values, steps]``, all
+    def _distributed_step_pass(self, batch, kl_scale, num_steps: int) -> torch.Tensor:
+        """:meth:`_step_pass` of one rank: ``[loss, reconstruction, gradient norm, scored steps]``, all
         summed over the ranks but the norm (of the averaged gradients)."""
         loss, sums = self._loss_terms(batch, kl_scale)
-        # one collective: the global counts (normalise by them, so N ranks == one process on the
+        # one collective: the global count (normalise by it, so N ranks == one process on the
         # union of their shards) and the global loss and reconstruction sums (logged by rank 0,
         # and a non-finite loss on any rank stops every rank)
         totals = self.dist.all_reduce_sum(torch.cat([
-            torch.tensor([float(num_values), float(num_steps)], dtype=torch.float64, device=loss.device), sums]))
-        counts, sums = totals[:2], totals[2:]
-        grad_norm = self._backward_and_clip(loss, counts[0].clamp(min=1).to(loss.dtype))
-        return torch.cat([sums, grad_norm.detach().double().reshape(1), counts])
+            torch.tensor([float(num_steps)], dtype=torch.float64, device=loss.device), sums]))
+        steps, sums = totals[:1], totals[1:]
+        units = (steps[0] * self.values_per_loss_unit).clamp(min=1).to(loss.dtype)
+        grad_norm = self._backward_and_clip(loss, units)
+        return torch.cat([sums, grad_norm.detach().double().reshape(1), steps])
 
     def diagnose(self, batch, kl_scale) -> str:
         """Re-run a batch's loss and backward pass with Pyro's validation on and return what its
@@ -416,36 +476,33 @@ class Trainer:
         row: dict = {}
         running = []
         saved_at = None  # the step whose checkpoint and metrics are on disk
+        interrupt = DeferredInterrupt(enabled=not self.dist.active)
         try:
-            while self.step < end:
-                batch = self.sampler.batch(self.step).to(self.device)
-                stats = self.train_step(batch)
-                running.append(stats)
-                bar.update(1)
-                # a validation step is also a logged step, so --valid-every is honoured whatever log_every is
-                validate_now = self.step % cfg.valid_every == 0 or self.step == cfg.steps
-                if self.step % cfg.log_every == 0 or self.step == end or validate_now:
-                    row = {k: float(np.mean([r[k] for r in running])) for k in running[0]}
-                    row["step"] = self.step
-                    running = []
-                    bar.set_postfix(loss=f"{row['loss_per_value']:.4f}", kl=f"{row['kl_per_step']:.3f}",
-                                    lr=f"{row['lr']:.2e}")
-                    if validate_now:
-                        row["valid"] = self.validate()
-                        if row["valid"] < self.best_valid:
-                            self.best_valid = row["valid"]
-                            self.history.append(row)
-                            self.save("best.pt")
-                        else:
-                            self.history.append(row)
-                        self.save("latest.pt")
-                        self.write_metrics()
-                        saved_at = self.step
-                    else:
-                        self.history.append(row)
+            with interrupt:
+                if self._validation_owed():  # a run interrupted while validating: that validation first
+                    row = self._validate_and_save(self._history_row(self.step))
+                    saved_at = self.step
+                while self.step < end and not interrupt.requested:
+                    batch = self.sampler.batch(self.step).to(self.device)
+                    self._rng_at_step = _rng_state()  # what a checkpoint taken inside this step holds
+                    stats = self.train_step(batch)
+                    self._rng_at_step = None
+                    running.append(stats)
+                    bar.update(1)
+                    # a validation step is also a logged step, so --valid-every is honoured whatever log_every is
+                    validate_now = self._is_validation_step(self.step)
+                    if self.step % cfg.log_every == 0 or self.step == end or validate_now:
+                        row = self._log_row(running)
+                        running = []
+                        bar.set_postfix(loss=f"{row['loss_per_value']:.4f}", kl=f"{row['kl_per_step']:.3f}",
+                                        lr=f"{row['lr']:.2e}")
+                        if validate_now:
+                            self._validate_and_save(row)
+                            saved_at = self.step
+                if interrupt.requested and self.step < end:
+                    raise KeyboardInterrupt
         except KeyboardInterrupt:
-            self.save("latest.pt")
-            self.write_metrics()
+            self._checkpoint_interrupted(running)
             raise
         finally:
             bar.close()
@@ -456,6 +513,61 @@ class Trainer:
             if not (self.out / "best.pt").exists():
                 self.save("best.pt")
         return row
+
+    def _is_validation_step(self, step: int) -> bool:
+        return step % self.config.valid_every == 0 or step == self.config.steps
+
+    def _log_row(self, running: list[dict]) -> dict:
+        """The metrics row of the updates since the last one (their means), appended to the history."""
+        row = {k: float(np.mean([r[k] for r in running])) for k in running[0]}
+        row["step"] = self.step
+        self.history.append(row)
+        return row
+
+    def _history_row(self, step: int) -> dict:
+        """The history's row of ``step``, appended (with no training metrics) where there is none."""
+        if self.history and self.history[-1].get("step") == step:
+            return self.history[-1]
+        row = {"step": step}
+        self.history.append(row)
+        return row
+
+    def _validation_owed(self) -> bool:
+        """Whether this step was due a validation that has not run (interrupted while validating)."""
+        if self.step == 0 or not self._is_validation_step(self.step):
+            return False
+        last = self.history[-1] if self.history else {}
+        return not (last.get("step") == self.step and last.get("valid", math.nan) == last.get("valid", math.nan))
+
+    def _validate_and_save(self, row: dict) -> dict:
+        """Validate, keep ``best.pt`` if this is the best so far, write ``latest.pt`` and the metrics."""
+        row["valid"] = self.validate()
+        if row["valid"] < self.best_valid:
+            self.best_valid = row["valid"]
+            self.save("best.pt")
+        self.save("latest.pt")
+        self.write_metrics()
+        return row
+
+    def _checkpoint_interrupted(self, running: list[dict]) -> None:
+        """Ctrl-C: checkpoint the last finished update, so ``--resume`` continues exactly. Inside an
+        update's loss or backward pass nothing was applied yet: its gradients are dropped and the
+        random state goes back to the update's start. Inside the optimiser's step itself the state is
+        neither before nor after the update, and ``latest.pt`` is left as it was."""
+        if self._applying_update:
+            if self.is_main:
+                print(f"interrupted while applying update {self.step + 1}: {self.out / 'latest.pt'} is left as "
+                      "it was", file=sys.stderr)
+            return
+        self.optimizer.zero_grad(set_to_none=True)
+        if self._rng_at_step is not None:
+            _set_rng_state(self._rng_at_step)
+            self._rng_at_step = None
+        if running:  # the updates since the last row: a row of their own
+            self._log_row(running)
+            running.clear()
+        self.save("latest.pt")
+        self.write_metrics()
 
     # ------------------------------------------------------------------ outputs
     def write_metrics(self) -> None:

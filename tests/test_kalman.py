@@ -47,7 +47,9 @@ def data_from(model, lengths=(7, 5, 3)):
 class ExactPosteriorPath(TorchDistribution):
     """p(z | x) of the linear model as a distribution over the path ``(B, T, d)``.
 
-    Brute force from the joint Gaussian; padded steps (not scored by model or guide) are 0.
+    Brute force from the joint Gaussian, row by row over the row's steps up to its last scored one;
+    an unscored step inside them (a hole, as stream batching makes) is an unobserved ``x_t`` whose
+    ``z_t`` is still a latent; the trailing padding is 0 (not scored by model or guide).
     """
 
     arg_constraints = {}
@@ -58,10 +60,10 @@ class ExactPosteriorPath(TorchDistribution):
         A = model.A.weight.detach().double()
         C = model.C.weight.detach().double()
         z0 = model.z_init.detach().double()
-        self.lengths = batch.mask.sum(1).tolist()
-        self.rows: dict[int, tuple[list[int], MultivariateNormal]] = {}
-        for n in sorted(set(self.lengths)):
-            rows = [b for b, m in enumerate(self.lengths) if m == n]
+        self.rows: list[tuple[int, MultivariateNormal]] = []
+        for b in range(batch.batch_size):
+            observed = batch.mask[b]
+            n = int(observed.nonzero().max()) + 1
             powers = [torch.eye(D_Z, dtype=torch.float64)]
             for _ in range(n):
                 powers.append(A @ powers[-1])
@@ -71,26 +73,26 @@ class ExactPosteriorPath(TorchDistribution):
                 for s in range(t + 1):
                     G[t * D_Z:(t + 1) * D_Z, s * D_Z:(s + 1) * D_Z] = powers[t - s]
             prior_prec = torch.linalg.inv(SIGMA_Z ** 2 * G @ G.T)
-            CC = torch.block_diag(*([C] * n))
+            CC = torch.block_diag(*[C if observed[t] else torch.zeros_like(C) for t in range(n)])
             cov = torch.linalg.inv(prior_prec + CC.T @ CC / SIGMA_X ** 2)
-            x = batch.targets[rows, :n].double().reshape(len(rows), -1)
-            # posterior mean Σ (Σ_z⁻¹ μ_z + Cᵀ x / σ_x²), one row per sequence
-            mean = ((prior_prec @ mean_z)[None] + x @ CC / SIGMA_X ** 2) @ cov
-            self.rows[n] = (rows, MultivariateNormal(mean, covariance_matrix=cov))
+            x = batch.targets[b, :n].double().reshape(-1)
+            # posterior mean Σ (Σ_z⁻¹ μ_z + Cᵀ x / σ_x²)
+            mean = (prior_prec @ mean_z + x @ CC / SIGMA_X ** 2) @ cov
+            self.rows.append((n, MultivariateNormal(mean, covariance_matrix=cov)))
         self.T = batch.num_steps
         super().__init__(batch_shape=torch.Size([batch.batch_size]), event_shape=torch.Size([self.T, D_Z]),
                          validate_args=False)
 
     def rsample(self, sample_shape=torch.Size()):
         z = torch.zeros(self.batch_shape[0], self.T, D_Z)
-        for n, (rows, mvn) in self.rows.items():
-            z[rows, :n] = mvn.rsample().reshape(len(rows), n, D_Z).float()
+        for b, (n, mvn) in enumerate(self.rows):
+            z[b, :n] = mvn.rsample().reshape(n, D_Z).float()
         return z
 
     def log_prob(self, value):
         lp = torch.zeros(self.batch_shape[0], dtype=torch.float64)
-        for n, (rows, mvn) in self.rows.items():
-            lp[rows] = mvn.log_prob(value[rows, :n].double().reshape(len(rows), -1))
+        for b, (n, mvn) in enumerate(self.rows):
+            lp[b] = mvn.log_prob(value[b, :n].double().reshape(-1))
         return lp.float()
 
 
@@ -127,6 +129,22 @@ def test_model_density_with_the_exact_posterior_gives_exact_weights():
     assert torch.allclose(iwae_log_likelihood(model, guide, batch, 10), exact, atol=2e-3, rtol=0)
     renyi = -RenyiELBO(alpha=0, num_particles=4).loss(model, guide, batch)
     assert math.isclose(renyi, float(exact.sum()), abs_tol=5e-3)
+    trace = -Trace_ELBO().loss(model, guide, batch)
+    assert math.isclose(trace, float(exact.sum()), abs_tol=5e-3)
+
+
+def test_a_hole_in_the_mask_keeps_its_latent_in_the_density():
+    """Stream batching leaves the first target of each joined sequence unscored: a hole inside a row.
+    Its ``x_t`` is unobserved but its ``z_t`` still links the steps around it, so the model's and the
+    guide's density of the path keep it: with the exact posterior (the hole's observation missing)
+    every importance weight is the Kalman log-likelihood with that observation missing."""
+    model = linear_dmm()
+    batch = data_from(model, lengths=(7, 6, 4))
+    batch.mask[0, 2] = batch.mask[1, 0] = batch.mask[2, 1] = False  # holes (row 2's also before its padding)
+    exact = model.exact_log_likelihood(batch).detach()
+    guide = exact_posterior_guide(model)
+    for _ in range(3):
+        assert torch.allclose(log_weights(model, guide, batch), exact, atol=2e-3, rtol=0)
     trace = -Trace_ELBO().loss(model, guide, batch)
     assert math.isclose(trace, float(exact.sum()), abs_tol=5e-3)
 

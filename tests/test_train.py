@@ -44,6 +44,62 @@ def test_resume_gives_identical_parameters(tmp_path):
     assert straight.optimizer.param_groups[0]["lr"] == second.optimizer.param_groups[0]["lr"]
 
 
+def _interrupt_in(trainer, monkeypatch, method, call, how):
+    """Interrupt ``trainer`` in its ``call``-th call of ``method``: "signal" sends SIGINT (a Ctrl-C)
+    before the call, "raise" raises KeyboardInterrupt after it (a second Ctrl-C, or one where no
+    handler of the trainer's runs), once its noise has been drawn."""
+    import signal
+
+    original, calls = getattr(trainer, method), []
+
+    def wrapped(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call and how == "signal":
+            os.kill(os.getpid(), signal.SIGINT)
+        out = original(*args, **kwargs)
+        if len(calls) == call and how == "raise":
+            raise KeyboardInterrupt
+        return out
+
+    monkeypatch.setattr(trainer, method, wrapped)
+
+
+@pytest.mark.parametrize("method, call, how, stopped_at", [
+    ("_loss_terms", 6, "signal", 6),  # Ctrl-C: update 6 finishes, then the run stops
+    ("_loss_terms", 6, "raise", 5),  # inside update 6's loss: nothing applied, its noise drawn again
+    ("validate", 1, "raise", 4),  # inside the validation of update 4: it runs on resume
+])
+def test_a_run_interrupted_anywhere_resumes_to_the_uninterrupted_parameters(tmp_path, monkeypatch, method, call,
+                                                                            how, stopped_at):
+    """Ctrl-C (SIGINT) or a KeyboardInterrupt inside an update or a validation: ``latest.pt`` holds the
+    last finished update (and its random state), and the resumed run ends with the parameters, the
+    validations and the best checkpoint of an uninterrupted one (F-SRNN: latent noise and dropout)."""
+    import signal
+
+    data = make_dataset()
+    config = lambda out: tiny_config(out, model="f-srnn", model_args={})  # noqa: E731
+    straight = Trainer(config(tmp_path / "a"), dataset=data)
+    straight.fit()
+
+    first = Trainer(config(tmp_path / "b"), dataset=data)
+    _interrupt_in(first, monkeypatch, method, call, how)
+    with pytest.raises(KeyboardInterrupt):
+        first.fit()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the trainer's handler is gone
+    assert load_checkpoint(tmp_path / "b" / "latest.pt")["step"] == stopped_at
+    torch.manual_seed(12345)
+    second = Trainer(config(tmp_path / "b"), dataset=data)
+    second.resume()
+    second.fit()
+    for a, b in ((straight.model, second.model), (straight.guide, second.guide)):
+        for (k, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+            assert torch.equal(x, y), k
+    validated = lambda t: [(r["step"], r["valid"]) for r in t.history if "valid" in r]  # noqa: E731
+    assert validated(second) == validated(straight) and [s for s, _ in validated(second)] == [4, 8]
+    best = lambda out: load_checkpoint(out / "best.pt")  # noqa: E731
+    assert best(tmp_path / "a")["step"] == best(tmp_path / "b")["step"]
+
+
 def test_outputs_of_a_run(tmp_path):
     trainer = Trainer(tiny_config(tmp_path), dataset=make_dataset())
     trainer.fit()
@@ -156,6 +212,27 @@ def test_study_annealing_schedule():
         LinearAnnealing(start=0.0)
 
 
+def test_sigmoid_annealing_is_the_linear_ramp_smoothed_and_follows_its_flags(tmp_path):
+    """``--anneal sigmoid`` takes ``--anneal-start`` and ``--anneal-increment`` (the domain's study
+    increment by default): it starts near the start, is half-way where the linear ramp is, and is
+    at 1 (within 1 %) where the linear one reaches it; extreme settings do not overflow."""
+    from pyro_srnn.infer import SigmoidAnnealing
+
+    trainer = Trainer(tiny_config(tmp_path, model="f-srnn", model_args={}, anneal="sigmoid", anneal_start=0.5,
+                                  anneal_increment=1e-3), dataset=make_dataset())
+    beta = trainer.kl_schedule
+    assert isinstance(beta, SigmoidAnnealing)
+    assert beta(0) == pytest.approx(0.5, abs=0.01) and beta(250) == pytest.approx(0.75)
+    assert beta(500) == pytest.approx(1.0, abs=0.01) and beta(0) < beta(100) < beta(400) < 1.0
+    study = Trainer(tiny_config(tmp_path / "b", model="f-srnn", model_args={}, anneal="sigmoid"),
+                    dataset=make_dataset()).kl_schedule  # MIDI: 0.2 + 1e-4 per update reaches 1 at 8000
+    assert study.midpoint == pytest.approx(4000) and study(0) == pytest.approx(0.2, abs=0.01)
+    sharp = SigmoidAnnealing(start=0.1, midpoint=1e6, width=1e-3)
+    assert sharp(0) == 0.1 and sharp(2e6) == 1.0
+    with pytest.raises(ValueError, match="width"):
+        SigmoidAnnealing(width=0)
+
+
 def test_gradient_clipping_bounds_the_update(tmp_path):
     trainer = Trainer(tiny_config(tmp_path, clip_norm=1e-3, lr=1.0), dataset=make_dataset())
     batch = trainer.sampler.batch(0)
@@ -167,6 +244,55 @@ def test_gradient_clipping_bounds_the_update(tmp_path):
     total = math.sqrt(sum(float((p.grad ** 2).sum()) for p in trainer.params))
     assert total <= 1e-3 * (1 + 1e-4) and float(norm) > 1e-3
     assert all(torch.equal(a, p.detach()) for a, p in zip(before, trainer.params))
+
+
+@pytest.mark.parametrize("family, L, per_step", [("bernoulli", 6, 1), ("handwriting", 3, 1), ("gaussian", 5, 5)])
+def test_the_loss_is_normalised_per_study_unit_before_clipping(tmp_path, family, L, per_step, monkeypatch):
+    """SPEC §5: the clipped loss is normalised per audio sample (speech: each value of a step), per
+    88-key step (MIDI) and per pen point (handwriting): the backward pass divides by those counts."""
+    from pyro_srnn.train import values_per_loss_unit
+
+    trainer = Trainer(tiny_config(tmp_path), dataset=make_dataset(family, L=L))
+    assert values_per_loss_unit(trainer.dataset.spec) == per_step
+    divisors = []
+    backward_and_clip = trainer._backward_and_clip
+    monkeypatch.setattr(trainer, "_backward_and_clip",
+                        lambda loss, divisor: divisors.append(divisor) or backward_and_clip(loss, divisor))
+    batch = trainer.sampler.batch(0)
+    trainer.train_step(batch)
+    assert divisors == [batch.num_scored_steps * per_step] and batch.num_scored_steps < batch.num_scored_values
+
+
+def test_study_batch_sizes_per_data_set():
+    """SPEC §5: TIMIT 32, VCTK and Blizzard 128, MIDI 16, IAM-OnDB 32 (the CLI's default batch size)."""
+    from pyro_srnn.data.bach import SPEC as BACH
+    from pyro_srnn.data.speech import speech_spec
+    from pyro_srnn.train import study_batch_size
+
+    assert [study_batch_size(speech_spec(name, "utterance")) for name in ("timit", "vctk", "blizzard")] == [32, 128, 128]
+    assert study_batch_size(BACH) == 16
+    assert study_batch_size(make_dataset("handwriting", L=3).spec) == 32
+
+
+def test_resume_with_more_steps_follows_the_new_cosine_horizon(tmp_path):
+    """The learning rate is the cosine of (update, --steps): a finished 8-update run resumed with
+    --steps 16 continues on the 16-update curve, decreasing to lr_min — not back up the old period."""
+    from pyro_srnn.train import cosine_lr
+    import pandas as pd
+
+    data = make_dataset()
+    first = Trainer(tiny_config(tmp_path, log_every=1, valid_every=100), dataset=data)
+    first.fit()
+    longer = Trainer(tiny_config(tmp_path, log_every=1, valid_every=100, steps=16), dataset=data)
+    longer.resume()
+    longer.fit()
+    lr = pd.read_csv(tmp_path / "metrics.csv").set_index("step")["lr"]
+    assert list(lr.index) == list(range(1, 17))
+    for step in range(1, 9):  # row k: the rate of update k (0-based k - 1)
+        assert lr[step] == pytest.approx(cosine_lr(step - 1, 8, 1e-3, 1e-6), rel=1e-12)
+    for step in range(9, 17):
+        assert lr[step] == pytest.approx(cosine_lr(step - 1, 16, 1e-3, 1e-6), rel=1e-12)
+    assert lr.loc[9:].is_monotonic_decreasing and cosine_lr(20, 16, 1e-3, 1e-6) == 1e-6
 
 
 def test_empty_training_split_is_refused(tmp_path):

@@ -48,17 +48,28 @@ class ConstantScale:
 
 @dataclass(frozen=True)
 class SigmoidAnnealing:
-    """A smooth ramp from ``start`` to 1, centred at ``midpoint`` steps, ``width`` steps wide."""
+    """A smooth ramp from ``start`` to 1: ``start + (1 − start) · σ((step − midpoint) / width)``.
+    :meth:`like_linear` gives the one that replaces a linear ramp."""
 
     start: float = 0.01
-    midpoint: int = 2000
-    width: int = 500
+    midpoint: float = 2000
+    width: float = 500
 
     def __post_init__(self):
         _check(self.start)
+        if not self.width > 0:
+            raise ValueError(f"the width of a sigmoid ramp must be > 0, got {self.width}")
+
+    @classmethod
+    def like_linear(cls, start: float = 0.2, increment: float = 5e-5) -> "SigmoidAnnealing":
+        """The smooth counterpart of ``LinearAnnealing(start, increment)``: centred where the linear ramp
+        is half-way, at 0.7 % / 99.3 % of the way where the linear one starts / reaches 1."""
+        ramp = (1.0 - start) / increment  # updates the linear ramp takes to reach 1
+        return cls(start=start, midpoint=ramp / 2, width=ramp / 10)
 
     def __call__(self, step: int) -> float:
-        s = 1.0 / (1.0 + math.exp(-(step - self.midpoint) / max(self.width, 1)))
+        u = (step - self.midpoint) / self.width
+        s = 1.0 / (1.0 + math.exp(-u)) if u >= 0 else math.exp(u) / (1.0 + math.exp(u))  # no overflow
         return self.start + (1.0 - self.start) * s
 
 

@@ -43,7 +43,7 @@ from pyro import poutine
 from torch import nn
 
 from ..data.batch import SequenceBatch
-from ..distributions import SequenceNormal, masked_sequence
+from ..distributions import SequenceNormal, latent_mask, masked_sequence
 from ..heads import make_head
 from ..nn import BackwardRNN, ForwardRNN, GaussianLayer
 from .base import SequenceGuide, SequenceModel, register_guide, register_model, sequences_plate
@@ -363,5 +363,5 @@ def srnn_torch_loss(model: SimplifiedSRNN, guide: SRNNPosterior, batch: Sequence
         kl = torch.distributions.kl_divergence(q, p).sum(-1)
     else:
         kl = q.log_prob(z).sum(-1) - p.log_prob(z).sum(-1)
-    kl = kl.masked_fill(~mask, 0.0).sum()
+    kl = kl.masked_fill(~latent_mask(mask), 0.0).sum()  # holes' latents count (latent_mask)
     return -(log_px - kl_scale * kl)

@@ -52,7 +52,7 @@ import torch
 from pyro import poutine
 from torch import nn
 
-from ..distributions import SequenceNormal, masked_sequence
+from ..distributions import SequenceNormal, latent_mask, masked_sequence
 from ..heads import make_head
 from ..nn import BackwardRNN, ForwardRNN, GaussianLayer
 from .base import SequenceGuide, SequenceModel, register_guide, register_model, sequences_plate
@@ -535,5 +535,5 @@ def vrnn_torch_loss(model: VRNN, guide: VRNNPosterior, batch, kl_scale: float = 
         zs.append(z_prev)
     v, z = torch.stack(vs, 1), torch.stack(zs, 1)
     log_x = model.head(model.decoder(torch.cat([v, z], -1))).log_prob(batch.targets)
-    per_step = log_x + kl_scale * torch.stack(log_ratio, 1)
-    return -per_step.masked_fill(~batch.mask, 0.0).sum()
+    log_ratio = torch.stack(log_ratio, 1).masked_fill(~latent_mask(batch.mask), 0.0)  # holes' latents count
+    return -(log_x.masked_fill(~batch.mask, 0.0) + kl_scale * log_ratio).sum()
