@@ -101,3 +101,15 @@ def test_evaluation_batches_cover_every_chunk_in_order():
     batches = list(iterate_batches(chunks, 2))
     assert sum(b.batch_size for b in batches) == len(chunks)
     assert torch.cat([b.seq_ids for b in batches]).tolist() == [c.seq_id for c in chunks]
+
+
+def test_stream_batching_ignores_zero_length_sequences_like_whole_sequences():
+    a, b = seq(5), seq(4, start=100)
+    empty = np.zeros((0, 3), np.float32)
+    for seqs in ([a, b, empty], [empty, a, empty, b], [a, empty, empty, b, empty]):
+        whole = collate(chunk_sequences(seqs, chunk_len=3), num_steps=3)
+        streamed = collate(chunk_sequences(seqs, chunk_len=3, stream=True), num_steps=3)
+        # both modes score the same targets: every step but the first of each non-empty sequence
+        assert whole.num_scored_steps == streamed.num_scored_steps == (len(a) - 1) + (len(b) - 1)
+        assert torch.equal(streamed.targets[streamed.mask], whole.targets[whole.mask])
+    assert chunk_sequences([empty], chunk_len=3, stream=True) == []

@@ -107,6 +107,60 @@ def test_iamondb_cache_is_reused(tmp_path, monkeypatch):
         np.testing.assert_array_equal(a, b)
 
 
+# a01-000 is a document written in two sessions: the forms a01-000u and a01-000x
+TWO_SESSIONS = dict(FORMS, **{"a01-000x": [[[(7, 7), (8, 9), (12, 9)]]]})
+
+
+@pytest.mark.parametrize("lists, pair", [
+    # a document id in one list and one of its forms in another
+    (dict(train=("a01-000",), valid=("a01-000u",), test=("b02-010x",)), ("train.txt", "valid.txt")),
+    (dict(train=("a01-001w",), valid=("a01-000x",), test=("a01-000",)), ("valid.txt", "test.txt")),
+    # the same form id in train.txt and test.txt
+    (dict(train=("a01-000u", "a01-001w"), valid=("a01-000x",), test=("a01-001w", "b02-010x")),
+     ("train.txt", "test.txt")),
+])
+def test_iamondb_refuses_a_form_in_two_splits(tmp_path, lists, pair):
+    root = make_iamondb(tmp_path / "iam", forms=TWO_SESSIONS, **lists)
+    with pytest.raises(DataError, match="in both the") as err:
+        hw.load_iamondb(str(root))
+    message = str(err.value)
+    assert str(root / pair[0]) in message and str(root / pair[1]) in message
+    assert _no_cache_files(tmp_path)
+
+
+def test_iamondb_document_and_form_ids_in_one_list_give_each_line_once(tmp_path):
+    root = make_iamondb(tmp_path / "iam", forms=TWO_SESSIONS, train=("a01-000", "a01-000u"), valid=("a01-001w",))
+    ds = hw.load_iamondb(str(root))
+    assert sorted(len(s) for s in ds.train) == [2, 3, 5]  # a01-000u's two lines and a01-000x's one
+
+
+def test_iamondb_cache_follows_the_line_files(tmp_path):
+    root = make_iamondb(tmp_path / "iam")
+    assert [len(s) for s in hw.load_iamondb(str(root)).test] == [5]
+    # a new line file of a form that is already in a split
+    (root / "lineStrokes" / "b02" / "b02-010" / "b02-010x-02.xml").write_text(_line_xml([[(1, 2), (5, 7)]]))
+    ds = hw.load_iamondb(str(root))
+    assert ds.info["from_cache"] is False and [len(s) for s in ds.test] == [5, 2]
+    # an edited line file
+    (root / "lineStrokes" / "a01" / "a01-001" / "a01-001w-01.xml").write_text(_line_xml([[(0, 0), (3, 3)]]))
+    ds = hw.load_iamondb(str(root))
+    assert ds.info["from_cache"] is False and [len(s) for s in ds.valid] == [2]
+    assert hw.load_iamondb(str(root)).info["from_cache"] is True
+
+
+def test_iamondb_damaged_cache_is_converted_again(tmp_path):
+    root = make_iamondb(tmp_path / "iam")
+    first = hw.load_iamondb(str(root))
+    cache = tmp_path / "cache"
+    (path,) = cache.iterdir()
+    path.write_bytes(path.read_bytes()[:200])
+    again = hw.load_iamondb(str(root))
+    assert again.info["from_cache"] is False
+    for a, b in zip(first.train + first.valid + first.test, again.train + again.valid + again.test):
+        np.testing.assert_array_equal(a, b)
+    assert hw.load_iamondb(str(root)).info["from_cache"] is True and list(cache.iterdir()) == [path]
+
+
 def test_iamondb_malformed_xml_names_file(tmp_path):
     root = make_iamondb(tmp_path / "iam")
     bad = root / "lineStrokes" / "a01" / "a01-000" / "a01-000u-02.xml"

@@ -150,6 +150,43 @@ def test_other_globals_are_refused(tmp_path, payload, message):
     assert str(path) in str(err.value)
 
 
+class _BuiltDtypePickler(pickle.Pickler):
+    """Writes one note as ``scalar(dtype("i8") + BUILD(state), payload)`` with a hand-made dtype state:
+    the way a pickle can turn an allowed integer dtype into a structured or object one."""
+
+    def __init__(self, file, fields):
+        super().__init__(file, protocol=2)
+        self.fields = fields
+
+    def reducer_override(self, obj):
+        if isinstance(obj, np.integer):
+            return np.int64(0).__reduce__()[0], (_Marker(), obj.tobytes())
+        if isinstance(obj, _Marker):
+            names = tuple(self.fields)
+            state = (3, "|", None, names, self.fields, 8, 1, 63 if any(d.hasobject for d, _ in self.fields.values())
+                     else 0)
+            return np.dtype, ("i8", False, True), state
+        return NotImplemented
+
+
+class _Marker:
+    pass
+
+
+@pytest.mark.parametrize("fields", [
+    {"a": (np.dtype("i4"), 0), "b": (np.dtype("i4"), 4)},  # structured: two int32 fields over the int64
+    {"a": (np.dtype("O"), 0)},  # an object field: frombuffer would read a pointer from the payload
+])
+def test_a_pickle_cannot_build_a_structured_or_object_dtype(tmp_path, fields):
+    path = tmp_path / "x.pickle"
+    with open(path, "wb") as f:
+        _BuiltDtypePickler(f, fields).dump({"train": [[(np.int64(60),)]], "valid": [], "test": []})
+    with pytest.raises(DataError, match="structured and object dtypes are not allowed") as err:
+        safe_load(path)
+    assert str(path) in str(err.value)
+    assert np.dtype("i8").names is None and np.int64(60) == 60  # nothing shared was changed
+
+
 @pytest.mark.parametrize("data, message", [
     ({"train": [[(60.5,)]], "valid": [], "test": []}, "not an integer"),
     ({"train": [[(float("nan"),)]], "valid": [], "test": []}, "NaN"),
@@ -171,6 +208,30 @@ def test_truncated_pickle(tmp_path):
     with pytest.raises(DataError, match="not a readable note pickle") as err:
         music.load_note_pickle("nottingham", str(path))
     assert str(path) in str(err.value)
+
+
+def test_damaged_cache_is_converted_again(tmp_path):
+    path = write_pickle(tmp_path / "Nottingham.pickle", _np_songs(SONGS))
+    first = music.load_note_pickle("nottingham", str(path))
+    (cached,) = (tmp_path / "cache").iterdir()
+    good = cached.read_bytes()
+    for damaged in (good[: len(good) // 2], b"", good[:-30] + b"\0" * 30):
+        cached.write_bytes(damaged)
+        again = music.load_note_pickle("nottingham", str(path))
+        assert again.info["from_cache"] is False
+        for a, b in zip(first.train + first.valid + first.test, again.train + again.valid + again.test):
+            np.testing.assert_array_equal(a, b)
+        assert list((tmp_path / "cache").iterdir()) == [cached] and cached.read_bytes() == good
+    assert music.load_note_pickle("nottingham", str(path)).info["from_cache"] is True
+
+
+def test_empty_valid_or_test_split_is_refused(tmp_path):
+    # every valid song has one step: dropped, so the valid split is empty
+    path = write_pickle(tmp_path / "Nottingham.pickle", _np_songs(dict(SONGS, valid=[[(60,)], [(61,)]])))
+    with pytest.raises(DataError, match="the valid split is empty") as err:
+        music.load_note_pickle("nottingham", str(path))
+    assert str(path) in str(err.value)
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())
 
 
 # --------------------------------------------------------------------------- MIDI folder
@@ -219,6 +280,16 @@ def test_midi_folder_split_and_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(music, "midi_to_roll", lambda *a, **k: (_ for _ in ()).throw(AssertionError("parsed")))
     again = load_dataset("midi_folder", str(folder))
     assert again.info["from_cache"] is True and len(again.train) == 3
+
+
+def test_midi_folder_too_small_for_three_splits(tmp_path):
+    folder = tmp_path / "midi"
+    for i in range(3):  # 60/20/20 % of 3 files: 2/1/0
+        _write_midi(folder / f"piece{i}.mid", [(60 + i, 0.0, 2.0)])
+    with pytest.raises(DataError, match="the test split is empty") as err:
+        music.load_midi_folder(str(folder))
+    assert str(folder) in str(err.value)
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())
 
 
 def test_midi_folder_bad_files(tmp_path):
@@ -282,8 +353,8 @@ def test_folk_tunes_and_palestrina_subsets():
     assert all(s.shape[1] == 88 and set(np.unique(s)) <= {0.0, 1.0} for s in folk.train)
     assert all(s.sum(axis=1).max() >= 1 for s in folk.train)
     assert music.load_folk_tunes(max_pieces=5, progress=False).info["from_cache"] is True
-    pal = music.load_palestrina(max_pieces=2, progress=False, workers=1)
-    assert pal.info["pieces"] == 2 and pal.spec.metric_unit == "time step"
+    pal = music.load_palestrina(max_pieces=4, progress=False, workers=1)  # 2/1/1: every split has one
+    assert pal.info["pieces"] == 4 and pal.spec.metric_unit == "time step"
     assert max(s.sum(axis=1).max() for s in pal.train + pal.test) >= 3  # polyphony
 
 

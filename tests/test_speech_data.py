@@ -1,6 +1,8 @@
 """Speech readers on miniature corpora written in the real formats (SPHERE, wav48, mp3, raw G.722)."""
 from __future__ import annotations
 
+import os
+import struct
 import sys
 from pathlib import Path
 
@@ -231,14 +233,86 @@ def test_truncated_riff_wav_and_nan_samples(tmp_path):
     cut = folder / "cut.wav"
     sf.write(str(cut), speechlike(4000), 16000, subtype="PCM_16")
     cut.write_bytes(cut.read_bytes()[:4000])
-    with pytest.raises(DataError, match=r"cut\.wav: truncated audio file"):
-        read_audio(cut)
+    with pytest.raises(DataError, match=r"cut\.wav: truncated audio file.*expected 4000\)"):
+        read_audio(cut)  # the count the header announces, not libsndfile's corrected one
     wave = speechlike(1000)
     wave[500] = np.nan
     sf.write(str(folder / "nan.wav"), wave, 16000, subtype="FLOAT")
     cut.unlink()
     with pytest.raises(DataError, match=r"nan\.wav: contains NaN"):
         load_audio_folder(folder, progress=False)
+
+
+def test_sphere_header_with_a_non_integer_field_is_named(tmp_path):
+    path = write_sphere(tmp_path / "SX1.WAV", speechlike(4000))
+    header = path.read_bytes()
+    assert b"sample_count -i 4000\n" in header
+    path.write_bytes(header.replace(b"sample_count -i 4000\n", b"sample_count -i 4k00\n"))
+    with pytest.raises(DataError, match=r"SX1\.WAV: broken NIST SPHERE header: field 'sample_count' .*'4k00'"):
+        read_audio(path)
+    path.write_bytes(header.replace(b"sample_rate -i 16000\n", b"sample_rate -i 16 kHz\n"))
+    with pytest.raises(DataError, match=r"SX1\.WAV: broken NIST SPHERE header: field 'sample_rate'"):
+        read_audio(path)
+
+
+def _streamed(path: Path, riff: int, data: int) -> Path:
+    """A complete WAV whose RIFF and data sizes are set as a writer that cannot seek back leaves them."""
+    raw = bytearray(path.read_bytes())
+    at = raw.find(b"data")
+    raw[4:8], raw[at + 4: at + 8] = struct.pack("<I", riff), struct.pack("<I", data)
+    path.write_bytes(bytes(raw))
+    return path
+
+
+@pytest.mark.parametrize("riff, data", [(0xFFFFFFFF, 0xFFFFFFFF), (0, 0xFFFFFFFF), (0x7FFFF000, 0x7FFFF000)])
+def test_streamed_wav_of_unknown_size_is_read_whole(tmp_path, riff, data):
+    wave = speechlike(4000)
+    path = tmp_path / "piped.wav"
+    sf.write(str(path), wave, 16000, subtype="PCM_16")
+    _streamed(path, riff, data)
+    np.testing.assert_allclose(read_audio(path), wave, atol=1 / 32768)
+    # a RIFF size that disagrees with the file while the data size is right is no truncation either
+    sf.write(str(path), wave, 16000, subtype="PCM_16")
+    _streamed(path, riff, 8000)
+    assert len(read_audio(path)) == 4000
+
+
+@pytest.mark.parametrize("fmt, subtype", [("AIFF", "PCM_16"), ("AU", "ULAW"), ("W64", "PCM_16"), ("WAV", "FLOAT")])
+def test_truncated_files_report_the_announced_sample_count(tmp_path, fmt, subtype):
+    path = tmp_path / f"cut.{fmt.lower()}"
+    sf.write(str(path), speechlike(4000), 16000, format=fmt, subtype=subtype)
+    path.write_bytes(path.read_bytes()[:3000])
+    with pytest.raises(DataError, match=r"truncated audio file .*read \d+, expected 4000\)"):
+        read_audio(path)
+
+
+def test_file_names_that_are_not_utf8_are_read_and_named(tmp_path):
+    folder = tmp_path / "f"
+    folder.mkdir()
+    for i in range(4):
+        sf.write(str(folder / f"ok{i}.wav"), speechlike(1000, seed=i), 16000)
+    name = os.fsdecode(b"caf\xe9-latin1.wav")  # a Latin-1 name: rglob gives it surrogate-escaped
+    sf.write(os.fsencode(folder / name), speechlike(1000, seed=9), 16000)
+    assert (folder / name).is_file()
+    np.testing.assert_allclose(read_audio(folder / name), sf.read(os.fsencode(folder / name))[0])
+    ds = load_audio_folder(folder, progress=False)
+    assert name in sum(ds.info["files"].values(), [])
+    # an error about such a file names it in a message that can be printed
+    (folder / name).write_bytes(b"NOT AUDIO AT ALL " * 20)
+    with pytest.raises(DataError, match=r"caf\\xe9-latin1\.wav: not readable audio") as err:
+        load_audio_folder(folder, progress=False, refresh=True)
+    str(err.value).encode("utf-8")  # no lone surrogate left
+
+
+def test_damaged_speech_cache_is_converted_again(timit, cache):
+    first = load_timit(timit, progress=False)
+    (path,) = cache.iterdir()
+    path.write_bytes(path.read_bytes()[:1000])
+    again = load_timit(timit, progress=False)
+    assert again.info["from_cache"] is False and again.info["files"] == first.info["files"]
+    for a, b in zip(first.train + first.valid + first.test, again.train + again.valid + again.test):
+        np.testing.assert_array_equal(a, b)
+    assert load_timit(timit, progress=False).info["from_cache"] is True and list(cache.iterdir()) == [path]
 
 
 def test_a_failed_conversion_leaves_no_cache_file(timit, cache, monkeypatch):
@@ -268,6 +342,15 @@ def test_files_shorter_than_two_frames_are_skipped_and_listed(tmp_path):
     write_sphere(root / "TEST" / "DR1" / "MSPK7" / "SHORT.WAV", speechlike(350))
     ds = load_timit(root, progress=False)
     assert ds.info["skipped_short"] == ["TEST/DR1/MSPK7/SHORT.WAV"] and len(ds.test) == 2
+
+
+def test_a_split_left_empty_by_short_files_is_refused(tmp_path, cache):
+    root = make_timit(tmp_path / "timit", n_train=4, n_test=2)
+    for f in (root / "TEST").rglob("*.WAV"):
+        write_sphere(f, speechlike(350))  # under two frames: skipped
+    with pytest.raises(DataError, match=r"timit: no test file under .*timit is at least two frames .*2 file"):
+        load_timit(root, progress=False)
+    assert not cache.exists() or not any(cache.iterdir())
 
 
 # --------------------------------------------------------------------------- VCTK
@@ -320,6 +403,20 @@ def test_vctk_follows_the_split_lists_when_present(tmp_path):
     (root / "test.lst").unlink()
     with pytest.raises(DataError, match=r"split lists incomplete.*test\.lst missing"):
         load_vctk(root, progress=False)
+
+
+def test_vctk_moving_a_line_between_split_lists_converts_again(tmp_path):
+    root = make_vctk(tmp_path / "vctk", speakers=("p225",))
+    (root / "train.lst").write_text("p225_001\np225_002\n")
+    (root / "valid.lst").write_text("p225_003\n")
+    (root / "test.lst").write_text("p225_004\np225_005\n")
+    load_vctk(root, progress=False)
+    # the last line of train.lst moves to the top of valid.lst: the lists joined are the same bytes
+    (root / "train.lst").write_text("p225_001\n")
+    (root / "valid.lst").write_text("p225_002\np225_003\n")
+    ds = load_vctk(root, progress=False)
+    assert ds.info["from_cache"] is False
+    assert [Path(f).stem for f in ds.info["files"]["valid"]] == ["p225_002", "p225_003"]
 
 
 def test_vctk_reads_the_ref_codes_list_files(tmp_path):

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .core import DataSpec, SequenceDataset, cache_dir, load_splits, save_splits, DataError
+from .core import CacheError, DataError, DataSpec, SequenceDataset, cache_dir, load_splits, save_splits
 
 NUM_KEYS = 88
 LOWEST_MIDI = 21
@@ -102,11 +102,13 @@ def load_bach_chorales(data_dir: str | None = None, *, max_pieces: int | None = 
     ``data_dir`` is unused: the corpus ships with music21.
     """
     path = cache_path(max_pieces)
-    if path.exists():
-        splits, meta = load_splits(path)
+    try:
+        splits, meta = load_splits(path, required=("train", "valid", "test"))
         return SequenceDataset(SPEC, splits["train"], splits["valid"], splits["test"],
                                info={"cache": str(path), "from_cache": True,
                                      "pieces": int(meta.get("pieces", -1))})
+    except (FileNotFoundError, CacheError):  # not converted yet, or damaged: convert (again)
+        pass
     try:
         names = chorale_names()
     except ImportError as e:  # pragma: no cover - music21 is a dependency
@@ -119,6 +121,10 @@ def load_bach_chorales(data_dir: str | None = None, *, max_pieces: int | None = 
         raise DataError("bach_chorales: no four-part chorale could be converted from the music21 corpus")
     parts = split_names(sorted(kept))
     splits = {k: [kept[n] for n in v] for k, v in parts.items()}
+    empty = [k for k, v in splits.items() if not v]
+    if empty:
+        raise DataError(f"bach_chorales: the {' and '.join(empty)} split is empty ({len(kept)} chorales "
+                        "converted, split 60/20/20 %); use more pieces (max_pieces)")
     save_splits(path, splits, pieces=len(kept))
     return SequenceDataset(SPEC, splits["train"], splits["valid"], splits["test"],
                            info={"cache": str(path), "from_cache": False, "pieces": len(kept)})

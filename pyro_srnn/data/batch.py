@@ -148,8 +148,9 @@ def chunk_sequences(
             return []
         values = np.concatenate([np.asarray(s) for s in sequences], axis=0)
         starts = np.zeros(len(values), dtype=bool)
-        offsets = np.cumsum([0] + [len(s) for s in sequences[:-1]])
-        starts[offsets] = True
+        # a zero-length sequence starts nothing (and a trailing one would start past the end)
+        lengths = np.array([len(s) for s in sequences])
+        starts[(np.cumsum(lengths) - lengths)[lengths > 0]] = True
         scored = ~starts[1:]
         return _chunk_one(values, chunk_len, seq_id=-1, scored=scored)
     chunks: list[Chunk] = []

@@ -4,13 +4,17 @@ Every reader returns a :class:`SequenceDataset`: three lists of ``(steps, L)``
 float32 arrays plus a :class:`DataSpec` that says what the values are (which
 output family models them), how the study chunks them, and the unit of the
 reported metric. Readers convert once and cache the result as ``.npz`` under
-:func:`cache_dir`; the write is atomic (temporary name, then ``os.replace``).
+:func:`cache_dir`; the write is atomic (temporary name, fsync, then ``os.replace``)
+and the file gets the mode an ordinary write would (0666 less the umask). A cache
+that cannot be read back (:class:`CacheError`) is converted again from the source.
 """
 from __future__ import annotations
 
 import contextlib
 import os
 import tempfile
+import zipfile
+import zlib
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Callable
@@ -20,12 +24,34 @@ import numpy as np
 __all__ = [
     "DataSpec", "SequenceDataset", "DatasetEntry", "DATASETS", "register_dataset", "load_dataset",
     "cache_dir", "atomic_write", "write_text_atomic", "save_splits", "load_splits", "DataError", "METRIC_UNITS",
-    "versioned_cache_path", "dataset_from_cache",
+    "versioned_cache_path", "dataset_from_cache", "cached_dataset", "CacheError",
 ]
 
 
 class DataError(ValueError):
     """Bad or missing input data. The message names the file and the problem."""
+
+    def __init__(self, message="", *args):
+        if isinstance(message, str):
+            message = printable(message)
+        super().__init__(message, *args)
+
+
+class CacheError(DataError):
+    """A cache file that cannot be read back (damaged, cut short, or not written by :func:`save_splits`)."""
+
+
+def printable(text: str) -> str:
+    """``text`` with the bytes of undecodable file names shown as ``\\xNN``.
+
+    ``os.listdir``/``Path.rglob`` give a name that is not UTF-8 as lone surrogates
+    (``surrogateescape``); printing such a string raises UnicodeEncodeError, so a message
+    naming the file would itself crash the command that reports it.
+    """
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that is not an escaped byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 #: reported metric units (SPEC §4) → how the summed log-likelihood is divided
@@ -138,11 +164,36 @@ def atomic_write(path: str | os.PathLike, suffix: str = ""):
     os.close(fd)
     try:
         yield Path(tmp)
+        # mkstemp creates 0600; the file gets the mode open() would give it (0666 less the umask). A file
+        # system without modes (FAT, some network mounts) may refuse: the data matters more than the mode
+        with contextlib.suppress(OSError):
+            os.chmod(tmp, 0o666 & ~_umask())
+        # flush the data before the rename, so a crash cannot leave the new name on an empty file
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux shows it (``/proc/self/status``,
+    kernel >= 4.7); elsewhere set and restored at once (another thread could see it briefly)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
@@ -168,18 +219,35 @@ def save_splits(path: str | os.PathLike, splits: dict[str, list[np.ndarray]], **
             np.savez(f, **arrays)
 
 
-def load_splits(path: str | os.PathLike) -> tuple[dict[str, list[np.ndarray]], dict]:
-    """Inverse of :func:`save_splits` (no pickles are loaded)."""
-    with np.load(path, allow_pickle=False) as z:
-        splits, meta = {}, {}
-        for key in z.files:
-            if key.endswith("_values"):
-                name = key[: -len("_values")]
-                values, lengths = z[key], z[f"{name}_lengths"]
-                bounds = np.cumsum(np.concatenate([[0], lengths]))
-                splits[name] = [values[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-            elif key.startswith("meta_"):
-                meta[key[5:]] = z[key]
+def load_splits(path: str | os.PathLike, required: tuple[str, ...] = ()) -> tuple[dict[str, list[np.ndarray]], dict]:
+    """Inverse of :func:`save_splits` (no pickles are loaded).
+
+    A file that cannot be read back as written (cut short, damaged, or lacking one of the
+    ``required`` splits) raises :class:`CacheError` naming it.
+    """
+    try:
+        # our own file object: np.load leaves the file it opened unclosed when the archive is damaged
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
+            splits, meta = {}, {}
+            for key in z.files:
+                if key.endswith("_values"):
+                    name = key[: -len("_values")]
+                    values, lengths = z[key], z[f"{name}_lengths"]
+                    if values.ndim != 2 or lengths.ndim != 1 or (lengths < 0).any() or lengths.sum() != len(values):
+                        raise ValueError(f"split {name!r}: the lengths do not add up to the {len(values)} rows")
+                    bounds = np.cumsum(np.concatenate([[0], lengths]))
+                    splits[name] = [values[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+                elif key.startswith("meta_"):
+                    meta[key[5:]] = z[key]
+    except FileNotFoundError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError) as e:
+        raise CacheError(f"{path}: damaged cache file ({type(e).__name__}: {e}); delete it, or convert again "
+                         "with rebuild=True (refresh=True for speech)") from e
+    missing = [name for name in required if name not in splits]
+    if missing:
+        raise CacheError(f"{path}: damaged cache file (no {', '.join(missing)} split); delete it, or convert "
+                         "again with rebuild=True (refresh=True for speech)")
     return splits, meta
 
 
@@ -190,10 +258,25 @@ def versioned_cache_path(name: str, version: str, key: str) -> Path:
 
 def dataset_from_cache(spec: DataSpec, path: str | os.PathLike) -> SequenceDataset:
     """A data set written by :func:`save_splits`; its metadata becomes ``info`` (plain Python values)."""
-    splits, meta = load_splits(path)
+    splits, meta = load_splits(path, required=("train", "valid", "test"))
     info = {k: (v.item() if np.ndim(v) == 0 else v.tolist()) for k, v in meta.items()}
     info.update(cache=str(path), from_cache=True)
     return SequenceDataset(spec, splits["train"], splits["valid"], splits["test"], info=info)
+
+
+def cached_dataset(spec: DataSpec, path: str | os.PathLike) -> SequenceDataset | None:
+    """:func:`dataset_from_cache`, or None when the file is missing or damaged.
+
+    Readers call it only once their source is known to be there, so a damaged cache (a
+    crash, a full disk, a copy cut short) is converted again and replaced atomically
+    instead of stopping the user.
+    """
+    if not Path(path).exists():
+        return None
+    try:
+        return dataset_from_cache(spec, path)
+    except CacheError:
+        return None
 
 
 # --------------------------------------------------------------------------- registry

@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 from .bach import split_names
-from .core import (DataError, DataSpec, SequenceDataset, dataset_from_cache,
+from .core import (DataError, DataSpec, SequenceDataset, cached_dataset,
                    save_splits, versioned_cache_path)
 
 __all__ = [
@@ -192,13 +192,18 @@ def load_iamondb(data_dir: str | None = None, *, rebuild: bool = False, progress
     strokes_dir, train_list, valid_list, test_list = _iam_layout(data_dir)
     lists = [p for p in (train_list, valid_list, test_list) if p is not None]
     stats = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in lists]
+    xml_files = sorted(strokes_dir.rglob("*.xml"))
+    # the line files are the data: an added, removed or edited one must not be served from the cache
+    xml_stats = [(f.relative_to(strokes_dir).as_posix(), st.st_size, st.st_mtime_ns)
+                 for f in xml_files for st in (f.stat(),)]
     spec = handwriting_spec("iamondb")
-    cached = _cached("iamondb", _key(str(strokes_dir.resolve()), stats))
-    if cached.exists() and not rebuild:
-        return dataset_from_cache(spec, cached)
+    cached = _cached("iamondb", _key(str(strokes_dir.resolve()), stats, xml_stats))
+    ds = None if rebuild else cached_dataset(spec, cached)  # a damaged cache is converted again
+    if ds is not None:
+        return ds
 
     lines_of: dict[str, list[Path]] = {}
-    for f in sorted(strokes_dir.rglob("*.xml")):
+    for f in xml_files:
         form = f.stem.rsplit("-", 1)[0]  # a01-000u-01 → a01-000u
         lines_of.setdefault(form, []).append(f)
     if not lines_of:
@@ -214,13 +219,22 @@ def load_iamondb(data_dir: str | None = None, *, rebuild: bool = False, progress
     else:
         listed = {f for name in forms["train"] + forms["valid"] for f in resolve(name)}
         forms["test"] = sorted(f for f in lines_of if f not in listed)
-    overlap = set(forms["train"]) & set(forms["valid"])
-    if overlap:
-        raise DataError(f"{valid_list}: forms also in {train_list.name}: {sorted(overlap)[:5]}")
+    # compare the forms the lists resolve to (a document id a01-000 stands for a01-000u, a01-000x, …),
+    # for every pair of splits: one line file in two splits leaks test data into training
+    resolved = {split: {f for name in names for f in resolve(name)} for split, names in forms.items()}
+    source = {"train": train_list, "valid": valid_list, "test": test_list}
+    for a, b in (("train", "valid"), ("train", "test"), ("valid", "test")):
+        overlap = resolved[a] & resolved[b]
+        if overlap:
+            raise DataError(f"{source[a]} and {source[b]}: {len(overlap)} form(s) are in both the {a} and the {b} "
+                            f"split, e.g. {sorted(overlap)[:5]} (a document id such as a01-000 stands for all "
+                            "its forms a01-000u, a01-000x, …)")
     missing = sum(1 for split in forms.values() for f in split if not resolve(f))
     raw = {}
     for split, names in forms.items():
-        files = [f for name in names for form in resolve(name) for f in lines_of[form]]
+        # each form once, even when a list names it both by its id and by its document's id
+        files = [f for form in dict.fromkeys(form for name in names for form in resolve(name))
+                 for f in lines_of[form]]
         raw[split] = [strokes_to_steps(read_line_strokes(f))
                       for f in tqdm(files, desc=f"iamondb: {split}", disable=not progress)]
     return _finish(spec, cached, raw, IAM_SCALE, str(strokes_dir.parent), missing_forms=missing,
@@ -287,8 +301,9 @@ def load_lasa(data_dir: str | None = None, *, seed: int = 0, rebuild: bool = Fal
     spec = handwriting_spec("lasa")
     stats = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
     cached = _cached("lasa", _key(stats, seed))
-    if cached.exists() and not rebuild:
-        return dataset_from_cache(spec, cached)
+    ds = None if rebuild else cached_dataset(spec, cached)  # a damaged cache is converted again
+    if ds is not None:
+        return ds
     demos = {}
     for f in files:
         for j, pos in enumerate(_read_lasa(f)):
@@ -391,8 +406,9 @@ def load_hershey(data_dir: str | None = None, *, variants: int = 4, fonts=HERSHE
     sentences = SENTENCES[:max_sentences] if max_sentences else SENTENCES
     spec = handwriting_spec("hershey")
     cached = _cached("hershey", _key(list(sentences), list(fonts), variants, spacing, seed))
-    if cached.exists() and not rebuild:
-        return dataset_from_cache(spec, cached)
+    ds = None if rebuild else cached_dataset(spec, cached)  # a damaged cache is converted again
+    if ds is not None:
+        return ds
     loaded = {name: _hershey_font(name) for name in fonts}
     lines = {}
     for i, text in enumerate(sentences):

@@ -59,7 +59,7 @@ from pathlib import Path
 import numpy as np
 
 from .bach import LOWEST_MIDI, NUM_KEYS, _convert_all, score_to_roll, split_names
-from .core import (DataError, DataSpec, SequenceDataset, dataset_from_cache,
+from .core import (DataError, DataSpec, SequenceDataset, cached_dataset,
                    save_splits, versioned_cache_path)
 
 __all__ = [
@@ -102,8 +102,13 @@ def _cached(name: str, key: str) -> Path:
 
 
 def _store(spec: DataSpec, path: Path, splits: dict, **meta) -> SequenceDataset:
-    if not splits["train"]:
-        raise DataError(f"{meta.get('source', spec.name)}: no usable training sequences")
+    # an empty valid or test split would only surface later, as a NaN score or a crash in training
+    counts = {k: len(splits[k]) for k in ("train", "valid", "test")}
+    for split, n in counts.items():
+        if not n:
+            raise DataError(f"{meta.get('source', spec.name)}: the {split} split is empty (train/valid/test: "
+                            f"{counts['train']}/{counts['valid']}/{counts['test']} sequences, after dropping "
+                            f"those shorter than two steps); {spec.name} needs at least one in every split")
     save_splits(path, splits, **meta)
     info = dict(meta, cache=str(path), from_cache=False)
     return SequenceDataset(spec, splits["train"], splits["valid"], splits["test"], info=info)
@@ -199,8 +204,9 @@ def load_note_pickle(name: str, data_dir: str | None = None, *, rebuild: bool = 
     path = _find_pickle(name, data_dir)
     spec = music_spec(name)
     cached = _cached(name, _source_key([path]))
-    if cached.exists() and not rebuild:
-        return dataset_from_cache(spec, cached)
+    ds = None if rebuild else cached_dataset(spec, cached)  # a damaged cache is converted again
+    if ds is not None:
+        return ds
     splits, counts = parse_note_pickle(path)
     return _store(spec, cached, splits, source=str(path), **counts)
 
@@ -275,8 +281,9 @@ def load_midi_folder(data_dir: str | None = None, *, steps_per_quarter: int = 2,
     spec = music_spec("midi_folder")
     cached = _cached("midi_folder", _source_key(files, steps_per_quarter=steps_per_quarter,
                                                 step_seconds=step_seconds, seed=seed))
-    if cached.exists() and not rebuild:
-        return dataset_from_cache(spec, cached)
+    ds = None if rebuild else cached_dataset(spec, cached)  # a damaged cache is converted again
+    if ds is not None:
+        return ds
     rolls, dropped = {}, 0
     for path in tqdm(files, desc="midi_folder: converting", disable=not progress):
         roll, d = midi_to_roll(path, steps_per_quarter, step_seconds)
@@ -344,8 +351,9 @@ def _load_corpus(name: str, files: list[str], *, steps_per_quarter: int, expand_
     key_blob = json.dumps({"files": [_corpus_id(f) for f in files], "spq": steps_per_quarter,
                            "repeats": expand_repeats, "seed": seed})
     cached = _cached(name, hashlib.sha1(key_blob.encode()).hexdigest()[:12])
-    if cached.exists() and not rebuild:
-        return dataset_from_cache(spec, cached)
+    ds = None if rebuild else cached_dataset(spec, cached)  # a damaged cache is converted again
+    if ds is not None:
+        return ds
     convert = functools.partial(convert_corpus_file, steps_per_quarter=steps_per_quarter,
                                 expand_repeats=expand_repeats)
     results = _convert_all(files, workers=workers, progress=progress, convert=convert, desc=f"{name}: converting")

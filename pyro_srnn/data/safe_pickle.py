@@ -10,7 +10,10 @@ strings and these globals:
 * ``numpy.core.multiarray.scalar`` (files written under numpy 1) and
   ``numpy._core.multiarray.scalar`` (numpy 2): rebuild one scalar from a dtype
   and its raw bytes. Here only **integer** dtypes are accepted;
-* ``numpy.dtype``: only from a type string such as ``"i8"`` / ``"<i4"``;
+* ``numpy.dtype``: only from a type string such as ``"i8"`` / ``"<i4"``, always a fresh copy
+  (the pickle's BUILD then sets the state of that copy only). A scalar accepts only a dtype
+  rebuilt from its type string (``numpy.dtype(d.str)``) with no fields and no Python objects,
+  so a BUILD state cannot turn it into a structured or object dtype;
 * ``_codecs.encode``: only ``encode(str, "latin1")``. This is how a protocol-2
   pickle written by Python 3 spells a ``bytes`` object (the scalars' payload);
   Python 2 files carry the payload as a ``str`` and need no global for it.
@@ -41,16 +44,32 @@ ALLOWED_GLOBALS = frozenset({
 
 
 def _make_guards(path: str):
+    def plain(dtype: np.dtype, what: str) -> np.dtype:
+        # a dtype rebuilt from its type string alone, with no fields, sub-arrays or Python objects
+        if dtype.names is not None or dtype.hasobject or dtype.shape != ():
+            raise DataError(f"{path}: refused {what} {dtype!r}: structured and object dtypes are not allowed")
+        clean = np.dtype(dtype.str)
+        if clean.names is not None or clean.hasobject or clean.shape != ():
+            raise DataError(f"{path}: refused {what} {dtype!r}: structured and object dtypes are not allowed")
+        return clean
+
     def safe_dtype(spec, *rest):
         # numpy pickles dtypes as dtype("i8", False, True) (older numpy: dtype("i8", 0, 1)), then BUILD(state)
         if not isinstance(spec, str) or len(rest) > 2 or any(r not in (0, 1) for r in rest):
             raise DataError(f"{path}: refused numpy.dtype({spec!r}, ...): only type strings are allowed")
-        return np.dtype(spec)
+        try:
+            built = np.dtype(spec)
+        except (TypeError, ValueError) as e:
+            raise DataError(f"{path}: refused numpy.dtype({spec!r}): {e}") from None
+        # always a fresh copy (copy=True): the BUILD that follows sets the state of this object only. That
+        # state can still add fields or object members, so safe_scalar checks the dtype it is given again
+        return np.dtype(plain(built, "numpy.dtype").str, False, True)
 
     def safe_scalar(dtype, payload=None):
         if not isinstance(dtype, np.dtype) or dtype.kind not in "iu":
             raise DataError(f"{path}: refused numpy scalar of dtype {dtype!r}: only integer note numbers "
                             "are allowed")
+        dtype = plain(dtype, "numpy scalar of dtype")  # whatever BUILD made of it
         if not isinstance(payload, (bytes, str)):
             raise DataError(f"{path}: refused numpy scalar with a payload of type {type(payload).__name__}")
         if isinstance(payload, str):  # Python 2 pickles, read with encoding="latin1"

@@ -82,12 +82,14 @@ import hashlib
 import json
 import math
 import os
+import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 
-from .core import DataError, DataSpec, SequenceDataset, cache_dir, load_splits, save_splits
+from .core import CacheError, DataError, DataSpec, SequenceDataset, cache_dir, load_splits, save_splits
 
 __all__ = [
     "SAMPLE_RATE", "FRAME", "PERM_TIMIT_SEED", "ASTERISK_PROMPTS_DIR", "speech_spec", "perm_timit_permutation",
@@ -160,8 +162,17 @@ def read_sphere_header(path: str | os.PathLike) -> dict | None:
             break
         if len(parts) == 3:
             key, kind, value = parts
-            fields[key] = int(value) if kind == "-i" else value
+            fields[key] = _sphere_int(path, key, value) if kind == "-i" else value
     return fields
+
+
+def _sphere_int(path, key: str, value) -> int:
+    """A SPHERE header field that must be an integer, else a DataError naming the file and the field."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise DataError(f"{path}: broken NIST SPHERE header: field {key!r} must be an integer, "
+                        f"got {value!r}") from None
 
 
 def read_g722(path: str | os.PathLike) -> np.ndarray:
@@ -193,6 +204,8 @@ def read_audio(path: str | os.PathLike, *, target_rate: int = SAMPLE_RATE, requi
 
     Raises one :class:`DataError` naming the file for unreadable, truncated, empty or
     non-finite audio, and (``require_rate``) for a sample rate other than the one required.
+    A file is truncated when it holds less audio data than its header announces; a header that
+    announces an unknown size (a WAV written to a pipe: ``0xFFFFFFFF``) is read to its end.
     """
     path = Path(path)
     if path.suffix.lower() == ".g722":
@@ -219,24 +232,130 @@ def _read_soundfile(path: Path) -> tuple[np.ndarray, int]:
         raise DataError(f"{path}: NIST SPHERE compressed with 'shorten'; decompress it first "
                         "(e.g. sph2pipe -f wav) or use the uncompressed LDC release")
     try:
-        info = sf.info(str(path))
-        wave, rate = sf.read(str(path), dtype="float64", always_2d=True)
+        # bytes: soundfile encodes a str name strictly, so a name that is not UTF-8 (surrogate-escaped
+        # by rglob) would raise UnicodeEncodeError; os.fsencode gives back the name's own bytes
+        info = sf.info(os.fsencode(path))
+        wave, rate = sf.read(os.fsencode(path), dtype="float64", always_2d=True)
     except (sf.SoundFileError, RuntimeError) as e:
         if path.stat().st_size == 0:
             raise DataError(f"{path}: empty file (0 bytes)") from None
         raise DataError(f"{path}: not readable audio (libsndfile: {e})") from None
     frames = wave.shape[0]
-    announced = info.frames
-    if info.format == "MP3":  # the frame count of an MP3 is an estimate (encoder delay, padding, VBR)
-        announced = int(0.98 * info.frames) - 4 * 1152
-    truncated = frames < announced or "should be" in (info.extra_info or "")
-    if sphere is not None and int(sphere.get("sample_count", frames)) > frames:
-        truncated = True
+    if sphere is not None:  # libsndfile counts what is there; the header says what should be
+        expected = _sphere_int(path, "sample_count", sphere.get("sample_count", frames))
+        truncated = expected > frames
+    else:
+        announced = _announced_data(path)
+        if announced is not None:
+            truncated, expected = announced.truncated, announced.frames
+        else:  # formats without a parsed header: libsndfile's own frame count
+            expected = info.frames
+            if info.format == "MP3":  # the frame count of an MP3 is an estimate (encoder delay, padding, VBR)
+                expected = int(0.98 * info.frames) - 4 * 1152
+            truncated = frames < expected
     if truncated:
-        expected = sphere.get("sample_count", info.frames) if sphere is not None else info.frames
+        held = f"read {frames}, expected {expected}" if expected is not None else f"read {frames}"
         raise DataError(f"{path}: truncated audio file (header announces more samples than the file "
-                        f"holds; read {frames}, expected {expected})")
+                        f"holds; {held})")
     return wave.mean(axis=1), int(rate)
+
+
+#: data sizes that announce "unknown length": a file written to a pipe cannot seek back to fill in its
+#: sizes (0xFFFFFFFF: libsndfile, ffmpeg; 0: some streaming writers; 0x7FFFF000: sox)
+UNKNOWN_DATA_SIZES = (0xFFFFFFFF, 0, 0x7FFFF000)
+#: bytes per sample of the Sun/NeXT .au encodings with a fixed sample size
+_AU_SAMPLE_BYTES = {1: 1, 2: 1, 3: 2, 4: 3, 5: 4, 6: 4, 7: 8, 27: 1}
+#: WAVE format tags whose data is one block of ``block_align`` bytes per frame (PCM, float, A-law, µ-law)
+_WAV_FRAME_TAGS = (1, 3, 6, 7)
+
+
+@dataclass
+class _Announced:
+    """What a header announces about its audio data: whether the file holds less than that
+    (``truncated``) and the announced frame count (None where it cannot be computed)."""
+
+    truncated: bool
+    frames: int | None
+
+
+def _announced_data(path: Path) -> _Announced | None:
+    """The announced data length of a RIFF/RIFX/RF64 WAV, Wave64, AIFF/AIFC or Sun .au file, or None for
+    any other format (or a header too damaged to walk; libsndfile's count is used then).
+
+    A size of :data:`UNKNOWN_DATA_SIZES` means "unknown" (a streamed file): never truncated.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12:
+            return None
+        if head[:4] in (b"RIFF", b"RIFX", b"RF64") and head[8:12] == b"WAVE":
+            return _walk_chunks(f, size, "<" if head[:4] != b"RIFX" else ">", "wav")
+        if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+            return _walk_chunks(f, size, ">", "aiff")
+        if head[:4] == b"riff":  # Sony Wave64: 16-byte GUIDs and 64-bit sizes
+            head += f.read(28)
+            if len(head) == 40 and head[24:28] == b"wave":
+                return _walk_chunks(f, size, "<", "w64")
+        if head[:4] == b".snd":
+            head += f.read(12)
+            if len(head) < 24:
+                return None
+            offset, length, encoding, _, channels = struct.unpack(">5I", head[4:24])
+            if length in UNKNOWN_DATA_SIZES:
+                return _Announced(False, None)
+            width = _AU_SAMPLE_BYTES.get(encoding)
+            return _Announced(offset + length > size, length // (width * channels) if width and channels else None)
+    return None
+
+
+def _walk_chunks(f, size: int, order: str, kind: str) -> _Announced | None:
+    """Walk the chunks of a WAV (``kind="wav"``), Wave64 (``"w64"``) or AIFF file up to its audio data."""
+    wav = kind in ("wav", "w64")  # Wave64 has WAV's chunks in longer wrappers
+    frame_bytes, frames, ds64_size = None, None, None
+    pos = 40 if kind == "w64" else 12
+    for _ in range(1000):  # a real header has a handful of chunks before the data
+        f.seek(pos)
+        if kind == "w64":  # a GUID, then the chunk size counting this 24-byte header
+            head = f.read(24)
+            if len(head) < 24 or struct.unpack("<Q", head[16:])[0] < 24:
+                return None
+            cid, length, body = head[:4], struct.unpack("<Q", head[16:])[0] - 24, pos + 24
+        else:
+            head = f.read(8)
+            if len(head) < 8:
+                return None
+            cid, length, body = head[:4], struct.unpack(order + "I", head[4:])[0], pos + 8
+        if wav and cid == b"fmt ":
+            fmt = f.read(min(length, 40))
+            if len(fmt) >= 14:
+                tag, _, _, _, block_align = struct.unpack(order + "HHIIH", fmt[:14])
+                if tag == 0xFFFE and len(fmt) >= 26:  # WAVE_FORMAT_EXTENSIBLE: the sub-format's tag
+                    tag = struct.unpack(order + "H", fmt[24:26])[0]
+                frame_bytes = block_align if tag in _WAV_FRAME_TAGS and block_align else None
+        elif kind == "wav" and cid == b"ds64":  # RF64: the 64-bit sizes (riff, data, sample count)
+            ds64 = f.read(24)
+            if len(ds64) == 24:
+                ds64_size = struct.unpack("<QQQ", ds64)[1]
+        elif kind == "aiff" and cid == b"COMM":
+            comm = f.read(6)
+            if len(comm) == 6:
+                frames = struct.unpack(">hI", comm)[1]
+        elif (wav and cid == b"data") or (kind == "aiff" and cid == b"SSND"):
+            if kind == "wav" and length == 0xFFFFFFFF and ds64_size is not None:
+                length = ds64_size
+            if kind != "w64" and length in UNKNOWN_DATA_SIZES:
+                return _Announced(False, None)
+            if wav:
+                frames = length // frame_bytes if frame_bytes else None
+            return _Announced(body + length > size, frames)
+        if kind == "w64":
+            pos = body + length + (-length % 8)  # chunks are aligned to 8 bytes
+        else:
+            pos = body + length + (length & 1)  # chunks are padded to an even size
+        if pos > size:
+            return None
+    return None
 
 
 def to_frames(wave: np.ndarray, frame: int = FRAME) -> np.ndarray:
@@ -359,9 +478,11 @@ def _convert(name: str, parts: dict[str, list[Path]], root: Path, *, read: Calla
                     continue
                 raw[split].append(steps)
                 ids[split].append(rel)
-    if not raw["train"]:
-        raise DataError(f"{name}: no training file under {root} is at least two frames "
-                        f"({2 * FRAME} samples) long")
+    for split in ("train", "valid", "test"):
+        if not raw[split]:
+            raise DataError(f"{name}: no {split} file under {root} is at least two frames "
+                            f"({2 * FRAME} samples) long ({len(parts[split])} file(s) in the split, all "
+                            "skipped): every split needs one")
     count, mean, m2 = moments
     std = math.sqrt(m2 / count)
     if not std > 0:
@@ -374,13 +495,25 @@ def _convert(name: str, parts: dict[str, list[Path]], root: Path, *, read: Calla
     return raw, meta
 
 
+def _read_cache(path: Path) -> tuple[dict, dict] | None:
+    """The splits and metadata of a speech cache, or None when it is missing or damaged."""
+    try:
+        splits, meta = load_splits(path, required=("train", "valid", "test"))
+    except (FileNotFoundError, CacheError):
+        return None
+    if "mean" not in meta or "std" not in meta:  # not written by _load_or_convert
+        return None
+    return splits, meta
+
+
 def _load_or_convert(name: str, spec: DataSpec, root: Path, key: dict, build: Callable[[], dict],
                      read: Callable[[Path], np.ndarray], *, refresh: bool, progress: bool) -> SequenceDataset:
     """Load ``name`` from its cache, or list its files (``build``), convert, cache and return it."""
     key = dict(key, reader=name, version=CACHE_VERSION, source=str(root), rate=SAMPLE_RATE, frame=FRAME)
     path = _cache_path(name, key)
-    if path.exists() and not refresh:
-        splits, meta = load_splits(path)
+    cached = None if refresh else _read_cache(path)  # a damaged cache is converted again
+    if cached is not None:
+        splits, meta = cached
         files = {s: [str(f) for f in meta.get(f"files_{s}", np.array([], dtype=str)).tolist()]
                  for s in ("train", "valid", "test")}
         info = {"cache": str(path), "from_cache": True, "source": str(root),
@@ -489,8 +622,9 @@ def _find_lists(name: str, root: Path, options: tuple[tuple[str, str, str], ...]
 def _lists_key(lists: list[Path] | None) -> dict:
     if lists is None:
         return {"lists": None}
-    return {"lists": [p.name for p in lists],  # their contents decide the split: part of the cache key
-            "lists_sha256": hashlib.sha256(b"".join(p.read_bytes() for p in lists)).hexdigest()}
+    # their contents decide the split: part of the cache key. One digest per file, with its name, so a
+    # line moved from the end of one list to the top of the next changes the key
+    return {"lists": [[p.name, hashlib.sha256(p.read_bytes()).hexdigest()] for p in lists]}
 
 
 def _split_by_lists(name: str, files: list[Path], lists: list[Path]) -> dict[str, list[Path]]:
