@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pyro_srnn.cli import positive_int, unknown_model_args
+
 __all__ = ["base_parser", "run_example", "run_script", "SMOKE"]
 
 #: what ``--smoke`` changes (the rest of the code path is the real one)
@@ -46,15 +48,16 @@ def base_parser(description: str, study_defaults: dict) -> argparse.ArgumentPars
     p.add_argument("--size", default=d.get("size", "study"), help="tiny, small, or study (SPEC §6)")
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="override a model hyper-parameter (JSON value), repeatable")
-    p.add_argument("--steps", type=int, default=d.get("steps", 1500), help="number of updates")
-    p.add_argument("--batch-size", type=int, default=d.get("batch_size"), help="sequences (chunks) per update")
+    p.add_argument("--steps", type=positive_int, default=d.get("steps", 1500), help="number of updates")
+    p.add_argument("--batch-size", type=positive_int, default=d.get("batch_size"),
+                   help="sequences (chunks) per update")
     p.add_argument("--estimator", choices=["trace", "meanfield"], default=d.get("estimator", "meanfield"))
-    p.add_argument("--valid-every", type=int, default=d.get("valid_every", 1000))
-    p.add_argument("--valid-max-batches", type=int, default=d.get("valid_max_batches"))
-    p.add_argument("--iwae", type=int, default=None, metavar="K",
+    p.add_argument("--valid-every", type=positive_int, default=d.get("valid_every", 1000))
+    p.add_argument("--valid-max-batches", type=positive_int, default=d.get("valid_max_batches"))
+    p.add_argument("--iwae", type=positive_int, default=None, metavar="K",
                    help="also report the importance-weighted bound with K samples (latent models)")
-    p.add_argument("--num-samples", type=int, default=d.get("num_samples", 4))
-    p.add_argument("--sample-steps", type=int, default=d.get("sample_steps", 80),
+    p.add_argument("--num-samples", type=positive_int, default=d.get("num_samples", 4))
+    p.add_argument("--sample-steps", type=positive_int, default=d.get("sample_steps", 80),
                    help="length of each sample in steps")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--seed", type=int, default=0)
@@ -70,12 +73,28 @@ def _model_args(pairs: list[str]) -> dict:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
-            raise SystemExit(f"--model-arg expects KEY=VALUE, got {pair!r}")
+            _usage_error(f"--model-arg expects KEY=VALUE, got {pair!r}")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
             out[key] = value
     return out
+
+
+def _usage_error(message: str):
+    """Bad arguments: one line on stderr, exit code 2 (as argparse's own errors)."""
+    print(f"{Path(sys.argv[0]).name}: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _check_model(model: str, model_args: dict) -> None:
+    from pyro_srnn.models import model_names
+
+    if model not in model_names():
+        _usage_error(f"unknown model {model!r}; valid models: {', '.join(model_names())}")
+    problem = unknown_model_args(model, model_args)
+    if problem:
+        _usage_error(problem)
 
 
 def _trim(dataset, counts):
@@ -112,6 +131,7 @@ def run_example(args: argparse.Namespace, *, dataset, model: str | None = None, 
 
     study_defaults = dict(study_defaults or {})
     model = model or args.model
+    _check_model(model, _model_args(args.model_arg))  # before the data set loads
     if isinstance(dataset, str):
         name = dataset
         load_kwargs = dict(load_kwargs or {})

@@ -22,7 +22,7 @@ Writes ``runs/examples/folk_tunes-<model>/``: checkpoints, ``metrics.csv``, ``re
 """
 from __future__ import annotations
 
-from _common import base_parser, run_example
+from _common import base_parser, run_example, run_script
 
 DATASET = "folk_tunes"
 #: the study's hyper-parameters for MIDI data (SPEC §5, §6)
@@ -42,4 +42,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -22,7 +22,7 @@ Writes ``runs/examples/hershey-<model>/``: checkpoints, ``metrics.csv``, ``resul
 """
 from __future__ import annotations
 
-from _common import base_parser, run_example
+from _common import base_parser, run_example, run_script
 
 DATASET = "hershey"
 #: the study's hyper-parameters for handwriting (SPEC §5, §6)
@@ -49,4 +49,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

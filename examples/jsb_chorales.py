@@ -21,7 +21,7 @@ Writes ``runs/examples/jsb_chorales-<model>/``: checkpoints, ``metrics.csv``, ``
 """
 from __future__ import annotations
 
-from _common import base_parser, run_example
+from _common import base_parser, run_example, run_script
 
 DATASET = "jsb_chorales"
 #: the study's hyper-parameters for MIDI data (SPEC §5, §6)
@@ -39,4 +39,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

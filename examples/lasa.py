@@ -20,7 +20,7 @@ Writes ``runs/examples/lasa-<model>/``: checkpoints, ``metrics.csv``, ``result.j
 """
 from __future__ import annotations
 
-from _common import base_parser, run_example
+from _common import base_parser, run_example, run_script
 
 DATASET = "lasa"
 #: the study's hyper-parameters for handwriting (SPEC §5, §6)
@@ -42,4 +42,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

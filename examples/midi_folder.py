@@ -21,7 +21,7 @@ samples (``sample_NN.mid`` + ``pianoroll.png``).
 """
 from __future__ import annotations
 
-from _common import base_parser, run_example
+from _common import base_parser, run_example, run_script
 
 DATASET = "midi_folder"
 #: the study's hyper-parameters for MIDI data (SPEC §5, §6)
@@ -43,4 +43,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -20,7 +20,7 @@ Writes ``runs/examples/muse-<model>/``: checkpoints, ``metrics.csv``, ``result.j
 """
 from __future__ import annotations
 
-from _common import base_parser, run_example
+from _common import base_parser, run_example, run_script
 
 DATASET = "muse"
 #: the study's hyper-parameters for MIDI data (SPEC §5, §6)
@@ -38,4 +38,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

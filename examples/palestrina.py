@@ -20,7 +20,7 @@ Writes ``runs/examples/palestrina-<model>/``: checkpoints, ``metrics.csv``, ``re
 """
 from __future__ import annotations
 
-from _common import base_parser, run_example
+from _common import base_parser, run_example, run_script
 
 DATASET = "palestrina"
 #: the study's hyper-parameters for MIDI data (SPEC §5, §6)
@@ -40,4 +40,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

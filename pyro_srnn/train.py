@@ -19,6 +19,7 @@ so an interrupted run ends with exactly the parameters of an uninterrupted one.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -45,7 +46,7 @@ from .models import build_guide, build_model
 from .models.base import SequenceGuide, SequenceModel, model_from_config, GUIDES
 
 __all__ = ["TrainConfig", "Trainer", "use_cuda_graph", "TrainingDiverged", "train", "make_optimizer",
-           "STUDY_BATCH_SIZE", "study_batch_size", "study_increment", "cosine_lr", "values_per_loss_unit", "PYRO_VALIDATION_MODES", "pyro_validation_mode", "PyroChecks"]
+           "STUDY_BATCH_SIZE", "study_batch_size", "study_increment", "cosine_lr", "loss_units_per_step", "PYRO_VALIDATION_MODES", "pyro_validation_mode", "PyroChecks"]
 
 #: study batch sizes per domain (SPEC §5), and the data sets that differ from their domain's
 STUDY_BATCH_SIZE = {"midi": 16, "speech": 32, "handwriting": 32}
@@ -57,10 +58,10 @@ def study_batch_size(spec: DataSpec) -> int:
     return STUDY_BATCH_SIZE_OF_DATASET.get(spec.name, STUDY_BATCH_SIZE.get(spec.domain, 16))
 
 
-def values_per_loss_unit(spec: DataSpec) -> int:
-    """Values of a step that make one unit of the loss normalisation before clipping (SPEC §5: "per value
-    — speech: per audio sample; MIDI: per 88-key step; handwriting: per pen point"): a speech step's
-    samples count one by one, a MIDI or handwriting step counts once."""
+def loss_units_per_step(spec: DataSpec) -> int:
+    """How many units the loss is normalised by per scored step before clipping (SPEC §5: "per value —
+    speech: per audio sample; MIDI: per 88-key step; handwriting: per pen point"): each of a speech
+    step's samples counts, a MIDI or handwriting step counts once."""
     return 1 if spec.domain in ("midi", "handwriting") else spec.step_dim
 
 
@@ -204,6 +205,16 @@ def make_optimizer(params, lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr)
 
 
+def _config_differences(what: str, saved: dict, current: dict) -> list[str]:
+    """``"<what> <key>: <saved> saved, <current> here"`` for each setting of two configurations that differs."""
+    plain = lambda value: json.loads(json.dumps(value, default=str))  # noqa: E731  (tuples and lists alike)
+    saved, current = plain(saved), plain(current)
+    flat = lambda config: {**{k: v for k, v in config.items() if k != "hparams"}, **config.get("hparams", {})}  # noqa: E731
+    saved, current = flat(saved), flat(current)
+    return [f"{what} {key}: {saved.get(key)!r} saved, {current.get(key)!r} here"
+            for key in sorted(set(saved) | set(current)) if saved.get(key) != current.get(key)]
+
+
 class DeferredInterrupt:
     """Ctrl-C during training: the first one lets the update under way finish (with its validation and
     checkpoint, when due) and stops training there, so ``--resume`` continues exactly; a second one
@@ -269,7 +280,7 @@ class Trainer:
                                             step_dim=spec.step_dim)
         self.valid_chunks = chunk_sequences(self.dataset.valid, chunk_len, step_dim=spec.step_dim)
         batch_size = config.batch_size or study_batch_size(spec)
-        self.values_per_loss_unit = values_per_loss_unit(spec)
+        self.loss_units_per_step = loss_units_per_step(spec)
         # a captured step fixes the batch's shape: pad every batch to the chunk length (padding is masked)
         self.sampler = BatchSampler(self.train_chunks, batch_size, seed=config.seed, rank=rank,
                                     world_size=world_size, pad_to=chunk_len if self.uses_cuda_graph else None)
@@ -332,6 +343,11 @@ class Trainer:
         saved = state["model_config"]
         if saved["name"] != self.model.name:
             raise CheckpointError(f"--resume: {path} holds model {saved['name']!r}, not {self.model.name!r}")
+        differences = [*_config_differences("model", saved, self.model.config()),
+                       *_config_differences("guide", state["guide_config"], self.guide.config())]
+        if differences:  # else load_state_dict fails on the first mismatched tensor, naming no setting
+            raise CheckpointError(f"--resume: {path} holds another {self.model.name} than this configuration "
+                                  "builds: " + "; ".join(differences))
         self.load_state_dict(state)
 
     def save(self, name: str) -> None:
@@ -353,7 +369,7 @@ class Trainer:
         # brings back everything the step reports (on a GPU each read is a synchronisation, and
         # one before backward would stop the CPU from queueing the backward pass)
         num_values, num_steps = batch.num_scored_values, batch.num_scored_steps
-        units = num_steps * self.values_per_loss_unit  # the loss is normalised per these before clipping
+        units = num_steps * self.loss_units_per_step  # the loss is normalised per these before clipping
         checks = self.pyro_checks.on("step")
         read = None
         if self.graphed is not None and not checks:
@@ -400,7 +416,7 @@ class Trainer:
         return loss, torch.stack([loss.detach().double(), recon.detach().double()])
 
     def _backward_and_clip(self, loss, divisor):
-        """Backward of the loss per unit of :func:`values_per_loss_unit` (``divisor``: their count),
+        """Backward of the loss per unit (:func:`loss_units_per_step`; ``divisor``: their count),
         gradients averaged across ranks, clipped to ``clip_norm``; returns the gradient norm before
         clipping."""
         (loss / divisor).backward()
@@ -425,7 +441,7 @@ class Trainer:
         totals = self.dist.all_reduce_sum(torch.cat([
             torch.tensor([float(num_steps)], dtype=torch.float64, device=loss.device), sums]))
         steps, sums = totals[:1], totals[1:]
-        units = (steps[0] * self.values_per_loss_unit).clamp(min=1).to(loss.dtype)
+        units = (steps[0] * self.loss_units_per_step).clamp(min=1).to(loss.dtype)
         grad_norm = self._backward_and_clip(loss, units)
         return torch.cat([sums, grad_norm.detach().double().reshape(1), steps])
 

@@ -100,6 +100,23 @@ def test_a_run_interrupted_anywhere_resumes_to_the_uninterrupted_parameters(tmp_
     assert best(tmp_path / "a")["step"] == best(tmp_path / "b")["step"]
 
 
+@pytest.mark.parametrize("change, named", [
+    (dict(size="small"), "model hidden"),  # another preset: other widths
+    (dict(model_args={"dropout": 0.5}), "model dropout: 0.3 saved, 0.5 here"),
+    (dict(dataset=None), "model spec"),  # another data set (make_dataset's L=7)
+])
+def test_resume_into_another_configuration_names_the_settings_that_differ(tmp_path, change, named):
+    """Resuming a checkpoint with a configuration that builds another model is one CheckpointError
+    naming each differing setting, not torch's size-mismatch error of the first tensor."""
+    Trainer(tiny_config(tmp_path, steps=2), dataset=make_dataset()).fit()
+    dataset = make_dataset(L=7) if "dataset" in change else make_dataset()
+    change = {k: v for k, v in change.items() if k != "dataset"}
+    other = Trainer(tiny_config(tmp_path, steps=2, **change), dataset=dataset)
+    with pytest.raises(CheckpointError, match="holds another f-rnn") as error:
+        other.resume()
+    assert named in str(error.value)
+
+
 def test_outputs_of_a_run(tmp_path):
     trainer = Trainer(tiny_config(tmp_path), dataset=make_dataset())
     trainer.fit()
@@ -250,10 +267,10 @@ def test_gradient_clipping_bounds_the_update(tmp_path):
 def test_the_loss_is_normalised_per_study_unit_before_clipping(tmp_path, family, L, per_step, monkeypatch):
     """SPEC §5: the clipped loss is normalised per audio sample (speech: each value of a step), per
     88-key step (MIDI) and per pen point (handwriting): the backward pass divides by those counts."""
-    from pyro_srnn.train import values_per_loss_unit
+    from pyro_srnn.train import loss_units_per_step
 
     trainer = Trainer(tiny_config(tmp_path), dataset=make_dataset(family, L=L))
-    assert values_per_loss_unit(trainer.dataset.spec) == per_step
+    assert loss_units_per_step(trainer.dataset.spec) == per_step
     divisors = []
     backward_and_clip = trainer._backward_and_clip
     monkeypatch.setattr(trainer, "_backward_and_clip",
