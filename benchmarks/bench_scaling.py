@@ -64,6 +64,26 @@ sys.path.insert(0, str(HERE))
 FLAT_MODELS = ("rnn-flat", "srnn-flat")
 HIER = ("rnn-hier", "srnn-hier")  # both switch their low level with the model argument ``low``
 LOWS = ("made", "lstm")
+#: the clipped loss's normalisation of NLL runs trained now: units per step (``pyro_srnn.train.
+#: loss_units_per_step``; bach_chorales: one per 88-key step, SPEC §5). Runs and CSV rows from before
+#: that protocol lack the field: they normalised per key, 88 units per step. An equal-NLL pair, a reused
+#: NLL or a MADE curve only ever joins variants trained under the same normalisation.
+LOSS_UNITS = 1
+OLD_LOSS_UNITS = 88
+
+
+def _units(value) -> int:
+    """The loss units per step of a run or row; a missing value (NaN, None) is the old protocol's."""
+    return OLD_LOSS_UNITS if value is None or value != value else int(value)
+
+
+def _units_of(frame):
+    """The loss units per step of each row of a frame (rows without the column: the old protocol)."""
+    import pandas as pd
+
+    if "loss_units_per_step" not in frame:
+        return pd.Series(OLD_LOSS_UNITS, index=frame.index)
+    return frame["loss_units_per_step"].map(_units)
 
 
 def low_level_variants(lstm_hidden=(), made_hidden=()) -> dict[str, dict]:
@@ -226,18 +246,24 @@ def finished_nll_run(runs: Path, name: str, label: str, size: str, steps: int, s
     same updates does not depend on the device: 5.03 against 5.04 nats for MADE and 10.91 against
     10.91 for the LSTM, H200 against CPU), else ``None``."""
     own = _nll_run_dir(runs, name, label, size, steps, seed, device)
-    if (own / "result.json").exists():
+    if _finished_now(own):
         return own, device
     base = _nll_run_dir(runs, name, label, size, steps, seed, "cpu").name
     if not Path(runs).is_dir():
         return None
     for run in sorted(Path(runs).iterdir()):
-        if (run.name == base or run.name.startswith(base + "-")) and (run / "result.json").exists():
+        if (run.name == base or run.name.startswith(base + "-")) and _finished_now(run):
             return run, run.name[len(base) + 1:] or "cpu"
     return None
 
 
-NLL_COLUMNS = ("nll_device", "nll_updates", "valid_nll_best", "test_nll", "run")
+def _finished_now(run: Path) -> bool:
+    """A finished run (its ``result.json``) trained under this protocol (:data:`LOSS_UNITS`)."""
+    result = Path(run) / "result.json"
+    return result.exists() and _units(json.loads(result.read_text()).get("loss_units_per_step")) == LOSS_UNITS
+
+
+NLL_COLUMNS = ("nll_device", "nll_updates", "valid_nll_best", "test_nll", "run", "loss_units_per_step")
 
 
 def saved_nll(saved, name: str, label: str, size: str, steps: int, seed: int) -> dict | None:
@@ -248,14 +274,14 @@ def saved_nll(saved, name: str, label: str, size: str, steps: int, seed: int) ->
         return None
     rows = saved[(saved.model == name) & (saved.low_level == label) & (saved["size"] == size)
                  & (saved.nll_updates == steps) & saved.test_nll.notna()]
-    rows = rows[rows.run.astype(str).str.contains(f"-seed{seed}", regex=False)]
+    rows = rows[rows.run.astype(str).str.contains(f"-seed{seed}", regex=False) & (_units_of(rows) == LOSS_UNITS)]
     if not len(rows):
         return None
     row = rows.iloc[0]
     known = {key: row[key] for key in NLL_COLUMNS if key in row}
     if not isinstance(known.get("nll_device"), str):  # rows from before the column: trained where timed
         known["nll_device"] = row["device"]
-    return known | {"nll_updates": int(row["nll_updates"])}
+    return known | {"nll_updates": int(row["nll_updates"]), "loss_units_per_step": LOSS_UNITS}
 
 
 def hier_nll(names, variants: dict, size: str, steps: int, seed: int, runs: Path, jobs: int,
@@ -308,7 +334,7 @@ def hier_nll(names, variants: dict, size: str, steps: int, seed: int, runs: Path
         summary = json.loads((out / "result.json").read_text())
         rows.append({"model": name, "low_level": label, "device": device, "nll_device": nll_device,
                      "nll_updates": steps, "valid_nll_best": summary["best_valid"], "test_nll": summary["value"],
-                     "run": str(out)})
+                     "run": str(out), "loss_units_per_step": _units(summary.get("loss_units_per_step"))})
     return rows
 
 
@@ -322,8 +348,11 @@ def validation_curve(run: Path):
 
 
 def _made_curve_dir(runs: Path, name: str, size: str, steps: int, updates: int, every: int, seed: int,
-                    device: str = "cpu") -> Path:
-    return Path(runs) / f"{name}-{size}-made-{steps}u-first{updates}-valid{every}-seed{seed}{_device_suffix(device)}"
+                    device: str = "cpu", units: int = LOSS_UNITS) -> Path:
+    """A curve run's directory; curves of the old normalisation (``units``) lack the ``-units`` part."""
+    protocol = "" if units == OLD_LOSS_UNITS else f"-units{units}"
+    return Path(runs) / (f"{name}-{size}-made-{steps}u-first{updates}-valid{every}-seed{seed}"
+                         f"{_device_suffix(device)}{protocol}")
 
 
 def _curve_done(run: Path, updates: int) -> bool:
@@ -367,7 +396,8 @@ def time_to_lstm_nll(frame, curves: dict):
     """Equal-NLL operating points: the LSTM after its whole run against MADE when it first matched it.
 
     For every LSTM row: its best validation NLL over its ``nll_updates`` updates, and
-    ``made_reaches_at``, the first point of MADE's validation curve (``curves[model]``) at or below
+    ``made_reaches_at``, the first point of MADE's validation curve (``curves[(model, loss units)]``,
+    trained under the LSTM run's loss normalisation) at or below
     it (NaN if the curve never gets there). ``equal_nll_speedup`` = (``nll_updates`` × the LSTM's
     update time) / (``made_reaches_at`` × MADE's update time on the same device): how much less
     training time MADE needs for the NLL that the LSTM reached with its budget. (The LSTM may have
@@ -380,9 +410,10 @@ def time_to_lstm_nll(frame, curves: dict):
     made = frame[frame.low_level == "made"]
     made_update_s = {(m, d, z): t for m, d, z, t in zip(made.model, made.device, _sizes(made), made.update_s)}
     rows = []
+    units = _units_of(frame)
     for row in frame.itertuples():
         out = dict.fromkeys(TIME_TO_NLL_COLUMNS, math.nan)
-        curve = curves.get(row.model)
+        curve = curves.get((row.model, units[row.Index]))
         run = getattr(row, "run", None)
         if not is_made(row.low_level) and curve is not None and isinstance(run, str) and Path(run, "metrics.csv").exists():
             best = validation_curve(Path(run)).min()
@@ -416,11 +447,14 @@ def fill_nll_across_devices(frame):
         frame["run"] = frame["run"].astype(object)
     has = frame.test_nll.notna()
     frame.loc[has & frame.nll_device.isna(), "nll_device"] = frame.device  # rows from before the column
+    units = _units_of(frame)
+    frame["loss_units_per_step"] = units.where(has)  # rows without an NLL: none yet
     for i in frame.index[~has]:
         donors = frame[has & (frame.model == frame.at[i, "model"]) & (frame.low_level == frame.at[i, "low_level"])
                        & (_sizes(frame) == _sizes(frame)[i])]
+        donors = donors.loc[(units[donors.index] != LOSS_UNITS).sort_values(kind="stable").index]  # this protocol's first
         if len(donors):
-            for col in ("test_nll", "valid_nll_best", "nll_updates", "nll_device", "run"):
+            for col in ("test_nll", "valid_nll_best", "nll_updates", "nll_device", "run", "loss_units_per_step"):
                 if col in frame:
                     frame.at[i, col] = donors.iloc[0][col]
     return frame
@@ -447,6 +481,7 @@ def compare_low_levels(frame):
     frame = fill_nll_across_devices(frame)
     made = frame.low_level.map(is_made)
     has_nll = "test_nll" in frame
+    units = _units_of(frame)
     rows = []
     for row in frame.itertuples():
         out = dict.fromkeys(COMPARISON_COLUMNS, math.nan)
@@ -460,6 +495,8 @@ def compare_low_levels(frame):
                 out["update_speedup"] = row.update_s / ref.update_s
                 out["low_level_speedup"] = row.low_level_s / ref.low_level_s
             if has_nll and row.test_nll == row.test_nll:  # not NaN
+                same = same[units[same.index] == units[row.Index]]  # NLLs of the same loss normalisation only
+                preset = same[same.low_level == "made"]
                 if len(preset):
                     out["test_nll_rel_diff"] = (preset.iloc[0].test_nll - row.test_nll) / abs(row.test_nll)
                 rel = (same.test_nll - row.test_nll) / abs(row.test_nll)
@@ -610,14 +647,16 @@ def main(argv=None):
             # this device's curve serves the rows of every device
             every, updates = args.made_curve
             curves = {} if args.part == "compare" else {
-                name: validation_curve(made_curve_run(name, args.size, args.nll_steps, updates, every, 0,
-                                                      Path(args.runs), args.device))
+                (name, LOSS_UNITS): validation_curve(made_curve_run(name, args.size, args.nll_steps, updates, every,
+                                                                    0, Path(args.runs), args.device))
                 for name in args.hier_models}
-            for name in set(hier.model) - set(curves):  # models of earlier runs: their curves, if made
-                for device in dict.fromkeys([args.device, "cpu"]):
-                    run = _made_curve_dir(Path(args.runs), name, args.size, args.nll_steps, updates, every, 0, device)
-                    if name not in curves and _curve_done(run, updates):
-                        curves[name] = validation_curve(run)
+            for name in set(hier.model):  # curves made earlier (either normalisation), where they exist
+                for units in (LOSS_UNITS, OLD_LOSS_UNITS):
+                    for device in dict.fromkeys([args.device, "cpu"]):
+                        run = _made_curve_dir(Path(args.runs), name, args.size, args.nll_steps, updates, every, 0,
+                                              device, units)
+                        if (name, units) not in curves and _curve_done(run, updates):
+                            curves[(name, units)] = validation_curve(run)
             hier = time_to_lstm_nll(hier.drop(columns=[c for c in TIME_TO_NLL_COLUMNS if c in hier]), curves)
         hier = save_merged(hier, csv, keys, HIER_KEY_DEFAULTS)
         print(hier.to_string(index=False))

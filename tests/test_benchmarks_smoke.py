@@ -202,6 +202,27 @@ def test_hier_rows_of_another_model_size_neither_replace_nor_pair_with_the_study
     assert out.loc[("lstm", "cuda", "tiny")].test_nll == 61.0  # filled from its own size's CPU row
 
 
+def test_equal_nll_pairs_join_only_runs_of_the_same_loss_normalisation():
+    """NLLs trained with the loss normalised per key (rows without ``loss_units_per_step``: before
+    SPEC §5's per-88-key-step normalisation) are never paired with NLLs of the current one."""
+    import bench_scaling
+    from pyro_srnn.data.bach import SPEC
+    from pyro_srnn.train import loss_units_per_step
+
+    assert (bench_scaling.LOSS_UNITS, bench_scaling.OLD_LOSS_UNITS) == (loss_units_per_step(SPEC), SPEC.step_dim)
+    frame = pd.DataFrame([
+        dict(_hier_row("made", 1.0, 5.0)), dict(_hier_row("made-h4", 0.1, 8.0)),  # the old protocol
+        dict(_hier_row("made-h5", 0.1, 8.05), loss_units_per_step=1),
+        dict(_hier_row("lstm-h512", 2.0, 7.9), loss_units_per_step=1),
+        dict(_hier_row("lstm-h256", 2.0, 7.95), loss_units_per_step=88),
+    ])
+    out = bench_scaling.compare_low_levels(frame).set_index("low_level")
+    assert out.loc["lstm-h512"].equal_nll_made == "made-h5"  # not made-h4, nearer but per key
+    assert out.loc["lstm-h256"].equal_nll_made == "made-h4"
+    assert out.loc["lstm-h512"].update_speedup == pytest.approx(2.0)  # timing needs no NLL: any preset MADE
+    assert pd.isna(out.loc["lstm-h512"].test_nll_rel_diff)  # the preset MADE's NLL is of the other protocol
+
+
 def test_hier_nll_runs_each_variant_with_its_model_args(tmp_path):
     """The NLL comparison trains every variant through the CLI with its model arguments and reads
     the test NLL back; a finished run is reused."""
@@ -229,10 +250,11 @@ def test_hier_nll_reads_a_run_finished_on_another_device_instead_of_training(tmp
     again; the device's own run wins over another device's; unfinished runs do not count."""
     import bench_scaling
 
-    def finished(label, suffix, value):
+    def finished(label, suffix, value, **result):
         run = tmp_path / f"rnn-hier-tiny-{label}-2u-seed0{suffix}"
         run.mkdir()
-        (run / "result.json").write_text(json.dumps({"value": value, "best_valid": value + 0.1}))
+        result = {"value": value, "best_valid": value + 0.1, "loss_units_per_step": 1, **result}
+        (run / "result.json").write_text(json.dumps(result))
         return run
 
     finished("made", "", 5.0)
@@ -242,6 +264,10 @@ def test_hier_nll_reads_a_run_finished_on_another_device_instead_of_training(tmp
     (tmp_path / "rnn-hier-tiny-made-h3-2u-seed0").mkdir()  # started, never finished: not a result
     (tmp_path / "rnn-hier-tiny-made-h3-2u-seed0-cuda").mkdir()
     assert bench_scaling.finished_nll_run(tmp_path, "rnn-hier", "made-h3", "tiny", 2, 0) is None
+    finished("made-h4", "-cuda", 6.0, loss_units_per_step=None)  # the loss normalised per key: not this protocol
+    finished("made-h5", "", 6.0, loss_units_per_step=88)
+    for label in ("made-h4", "made-h5"):
+        assert bench_scaling.finished_nll_run(tmp_path, "rnn-hier", label, "tiny", 2, 0) is None
     variants = bench_scaling.low_level_variants([12])
     rows = {r["low_level"]: r for r in bench_scaling.hier_nll(["rnn-hier"], variants, "tiny", 2, 0, tmp_path, jobs=1)}
     assert rows["lstm-h12"]["nll_device"] == "cuda" and rows["lstm-h12"]["device"] == "cpu"
@@ -255,24 +281,26 @@ def test_hier_nll_takes_the_nll_of_a_variant_from_the_saved_csv_instead_of_train
     size, updates and seed, is read from it; a different seed, size or update count does not count."""
     import bench_scaling
 
-    def row(label, nll, device="cpu", nll_device="cuda", updates=2, size="tiny", seed=0):
+    def row(label, nll, device="cpu", nll_device="cuda", updates=2, size="tiny", seed=0, units=1):
         return {"model": "rnn-hier", "low_level": label, "device": device, "size": size, "update_s": 1.0,
                 "nll_device": nll_device, "nll_updates": updates, "valid_nll_best": nll + 0.1, "test_nll": nll,
-                "run": f"runs/bench_hier/rnn-hier-{size}-{label}-{updates}u-seed{seed}-{nll_device}"}
+                "run": f"runs/bench_hier/rnn-hier-{size}-{label}-{updates}u-seed{seed}-{nll_device}",
+                "loss_units_per_step": units}
 
     saved = pd.DataFrame([row("made", 5.0), row("lstm", 9.0, device="cuda", nll_device=None),
                           row("lstm-h12", 7.0), row("made-h3", 8.0, seed=1), row("made-h4", 8.0, updates=3),
-                          row("made-h5", 8.0, size="study")])
+                          row("made-h5", 8.0, size="study"), row("made-h6", 8.0, units=None),
+                          row("made-h7", 8.0, units=88)])
     variants = bench_scaling.low_level_variants([12])
     rows = {r["low_level"]: r for r in bench_scaling.hier_nll(["rnn-hier"], variants, "tiny", 2, 0, tmp_path,
                                                                jobs=1, saved=saved)}
     assert set(rows) == set(variants)
     assert rows["lstm-h12"] == {"model": "rnn-hier", "low_level": "lstm-h12", "device": "cpu", "nll_device": "cuda",
                                 "nll_updates": 2, "valid_nll_best": 7.1, "test_nll": 7.0,
-                                "run": "runs/bench_hier/rnn-hier-tiny-lstm-h12-2u-seed0-cuda"}
+                                "run": "runs/bench_hier/rnn-hier-tiny-lstm-h12-2u-seed0-cuda", "loss_units_per_step": 1}
     assert rows["lstm"]["nll_device"] == "cuda"  # a row from before the column: trained where it was timed
     assert not list(tmp_path.iterdir())  # nothing was trained
-    for label in ("made-h3", "made-h4", "made-h5"):  # other seed, other update count, other size
+    for label in ("made-h3", "made-h4", "made-h5", "made-h6", "made-h7"):  # other seed, updates, size, normalisation
         assert bench_scaling.saved_nll(saved, "rnn-hier", label, "tiny", 2, 0) is None
     assert bench_scaling.saved_nll(None, "rnn-hier", "made", "tiny", 2, 0) is None
 
@@ -410,13 +438,15 @@ def test_equal_nll_speedup_compares_the_lstm_run_with_made_at_the_same_nll(tmp_p
     frame = pd.DataFrame({"model": ["m"] * 4, "low_level": ["made", "lstm", "made", "lstm"],
                           "device": ["cpu", "cpu", "cuda", "cuda"], "update_s": [0.5, 1.0, 0.01, 0.02],
                           "nll_updates": 2000, "run": [None, lstm, None, lstm]})
-    out = bench_scaling.time_to_lstm_nll(frame, {"m": bench_scaling.validation_curve(Path(made))})
+    out = bench_scaling.time_to_lstm_nll(frame, {("m", 88): bench_scaling.validation_curve(Path(made))})
     cpu, cuda = out.iloc[1], out.iloc[3]
     assert cpu.lstm_best_valid == 11.2 and cpu.made_reaches_at == 75
     assert cpu.equal_nll_speedup == pytest.approx(2000 * 1.0 / (75 * 0.5))
     assert cuda.equal_nll_speedup == pytest.approx(2000 * 0.02 / (75 * 0.01))  # each device's own times
     assert out.iloc[0].equal_nll_speedup != out.iloc[0].equal_nll_speedup  # NaN on MADE rows
-    never = bench_scaling.time_to_lstm_nll(frame, {"m": pd.Series([13.0, 12.5], index=[25, 50])})
+    never = bench_scaling.time_to_lstm_nll(frame, {("m", 88): pd.Series([13.0, 12.5], index=[25, 50])})
+    other = bench_scaling.time_to_lstm_nll(frame, {("m", 1): bench_scaling.validation_curve(Path(made))})
+    assert other.equal_nll_speedup.isna().all()  # a curve of another loss normalisation is no match
     assert never.iloc[1].made_reaches_at != never.iloc[1].made_reaches_at  # not reached: NaN, not a guess
 
 
@@ -425,7 +455,7 @@ def test_made_curve_run_trains_the_first_updates_of_the_schedule_and_is_reused(t
     from pyro_srnn.checkpoint import load_checkpoint
 
     run = bench_scaling.made_curve_run("rnn-hier", "tiny", steps=6, updates=2, every=1, seed=0, runs=tmp_path)
-    assert run.name == "rnn-hier-tiny-made-6u-first2-valid1-seed0"
+    assert run.name == "rnn-hier-tiny-made-6u-first2-valid1-seed0-units1"  # the loss per 88-key step
     curve = bench_scaling.validation_curve(run)
     assert list(curve.index) == [1, 2] and (curve > 0).all()
     state = load_checkpoint(run / "latest.pt")
