@@ -609,7 +609,9 @@ def plot_curves(frame, path: Path, title: str = "", unit: str = "time step") -> 
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    axes[0].plot(frame["step"], frame["nll_per_step"], label="train −ELBO / step")
+    annealed = "kl_scale" in frame and (frame["kl_scale"] < 1).any()  # the loss is the −ELBO once the scale is 1
+    axes[0].plot(frame["step"], frame["nll_per_step"],
+                 label="train loss / step (−ELBO, KL scaled)" if annealed else "train loss / step")
     if "valid" in frame:
         v = frame.dropna(subset=["valid"]) if hasattr(frame, "dropna") else frame
         axes[0].plot(v["step"], v["valid"], "o-", label=f"valid (nats per {unit})")
