@@ -291,7 +291,7 @@ class Trainer:
         self.optimizer = make_optimizer(self.params, lr=config.lr)
         self.graphed = GraphedStep(self._step_pass, self.params) if self.uses_cuda_graph else None
         increment = config.anneal_increment if config.anneal_increment is not None else study_increment(spec.domain)
-        if not self.model.has_latent:
+        if not self.model.has_latent or not self.guide.anneals:  # no KL to anneal
             self.kl_schedule = make_schedule("none")
         elif config.anneal == "linear":
             self.kl_schedule = make_schedule("linear", start=config.anneal_start, increment=increment)

@@ -208,6 +208,9 @@ class SequenceGuide(torch.nn.Module):
     """Base class of guides. ``fits(model)`` says why a model is not served (or None)."""
 
     name: str = ""
+    #: whether training anneals the latent sites' weight (SPEC §5). False for a guide whose ELBO is an
+    #: exact log-likelihood (the delta guide: its "KL" term is −log p(x^a_t | x_<t), data, not a KL)
+    anneals: bool = True
 
     def __init__(self, model: SequenceModel, **hparams):
         super().__init__()

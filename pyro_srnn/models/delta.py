@@ -254,7 +254,11 @@ def _split_of(model):
 
 @register_guide("delta", "q(z_t|x) = δ(z_t − x^a_t): copies the leak group of the current step (Proposition 1)")
 class DeltaGuide(SequenceGuide):
-    """The delta posterior of Proposition 1. ``log q = 0``, so the ELBO is the δ-RNN likelihood."""
+    """The delta posterior of Proposition 1. ``log q = 0``, so the ELBO is the δ-RNN likelihood; training
+    does not anneal it (scaling the ``z`` site would down-weight ``log p(x^a_t | x_<t)``, part of the
+    likelihood, and train another objective than the δ-RNN's)."""
+
+    anneals = False
 
     @classmethod
     def fits(cls, model):
