@@ -31,7 +31,12 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # corrupt, truncated, or containing code to run
-        raise CheckpointError(f"cannot load checkpoint {path}: {e}") from e
+        if "Weights only load failed" in str(e):  # torch's advice (load it unsafely) is not ours to give
+            reason = ("it holds objects other than tensors and plain data, and loading never runs "
+                      "pickled code (weights_only)")
+        else:
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]  # one line: torch's run on
+        raise CheckpointError(f"cannot load checkpoint {path}: {reason}") from e
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a pyro_srnn checkpoint")
     return state
