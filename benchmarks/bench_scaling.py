@@ -272,9 +272,9 @@ def saved_nll(saved, name: str, label: str, size: str, steps: int, seed: int) ->
     (a borrowed GPU) then trains only the variants that no machine has finished."""
     if saved is None or not len(saved) or "test_nll" not in saved:
         return None
-    rows = saved[(saved.model == name) & (saved.low_level == label) & (saved["size"] == size)
+    rows = saved[(saved.model == name) & (saved.low_level == label) & (_sizes(saved) == size)
                  & (saved.nll_updates == steps) & saved.test_nll.notna()]
-    rows = rows[rows.run.astype(str).str.contains(f"-seed{seed}", regex=False) & (_units_of(rows) == LOSS_UNITS)]
+    rows = rows[rows.run.astype(str).str.contains(rf"-seed{seed}(?:-|$)") & (_units_of(rows) == LOSS_UNITS)]
     if not len(rows):
         return None
     row = rows.iloc[0]
@@ -285,7 +285,7 @@ def saved_nll(saved, name: str, label: str, size: str, steps: int, seed: int) ->
 
 
 def hier_nll(names, variants: dict, size: str, steps: int, seed: int, runs: Path, jobs: int,
-             device: str = "cpu", saved=None) -> list[dict]:
+             device: str = "cpu", saved=None, train: bool = True) -> list[dict]:
     """Train every (model, low-level variant) for ``steps`` updates with ``pyro-srnn train`` (the study's
     protocol: Adam, cosine decay over the run, clipping, dropout of the preset) and read the
     test NLL of the best-validation checkpoint from the run's ``result.json``.
@@ -294,7 +294,8 @@ def hier_nll(names, variants: dict, size: str, steps: int, seed: int, runs: Path
     ``result.json`` exists) is read, not repeated — one trained on another device too, when this
     device has none (column ``nll_device``); failing both, a variant whose NLL the saved CSV rows
     ``saved`` hold (:func:`saved_nll`) is taken from them. ``jobs`` runs go at once, the CPU's
-    cores split between them (and the GPU shared, on ``cuda``).
+    cores split between them (and the GPU shared, on ``cuda``). ``train=False``: read what exists,
+    train nothing (the variants without an NLL get no row).
     """
     pending, results, rows = [], {}, []
     for name in names:
@@ -306,6 +307,8 @@ def hier_nll(names, variants: dict, size: str, steps: int, seed: int, runs: Path
             known = saved_nll(saved, name, label, size, steps, seed)
             if known is not None:
                 rows.append({"model": name, "low_level": label, "device": device, **known})
+                continue
+            if not train:
                 continue
             out = _nll_run_dir(runs, name, label, size, steps, seed, device)
             cmd = _train_command(name, size, steps, seed, out, device, model_args,
@@ -514,9 +517,10 @@ def compare_low_levels(frame):
 
 def run_hier(steps: int, models=tuple(HIER), size="study", batch=16, nll_steps: int = 0, seed: int = 0,
              runs: Path = Path("runs/bench_hier"), jobs: int = 2, device: str = "cpu", lstm_hidden=(),
-             made_hidden=(), warmup: int = 3, saved=None):
+             made_hidden=(), warmup: int = 3, saved=None, train_nll: bool = True):
     """Timing (and NLL) rows, one per (model, low-level variant), compared by :func:`compare_low_levels`;
-    NLLs of variants that ``saved`` (rows of the CSV) holds are not trained again."""
+    NLLs of variants that ``saved`` (rows of the CSV) holds are not trained again (``train_nll=False``:
+    none is), and a row timed again without a new NLL keeps the one its saved row had."""
     import pandas as pd
 
     from bench_step import machine_info
@@ -533,9 +537,39 @@ def run_hier(steps: int, models=tuple(HIER), size="study", batch=16, nll_steps: 
             print(rows[-1], flush=True)
     frame = pd.DataFrame(rows)
     if nll_steps:
-        nll = pd.DataFrame(hier_nll(models, variants, size, nll_steps, seed, runs, jobs, device, saved=saved))
-        frame = frame.merge(nll, on=["model", "low_level", "device"], how="left")
-    return compare_low_levels(frame)
+        nll = pd.DataFrame(hier_nll(models, variants, size, nll_steps, seed, runs, jobs, device, saved=saved,
+                                    train=train_nll))
+        if len(nll):
+            frame = frame.merge(nll, on=["model", "low_level", "device"], how="left")
+    return compare_low_levels(keep_saved_nll(frame, saved))
+
+
+def keep_saved_nll(frame, saved):
+    """``frame`` with the NLL columns of each row that has no NLL taken from its saved row (same model,
+    variant, device and size), where that has one: timing a variant again loses no NLL."""
+    import math
+
+    import pandas as pd
+
+    if saved is None or "test_nll" not in saved:
+        return frame
+    saved = saved.assign(size=_sizes(saved))
+    donors = saved[saved.test_nll.notna()].drop_duplicates(HIER_KEYS).set_index(HIER_KEYS)
+    columns = [c for c in NLL_COLUMNS if c in donors]
+    frame = frame.copy()
+    for col in columns:  # text columns (device, run) as objects, numbers as floats
+        text = not pd.api.types.is_numeric_dtype(donors[col])
+        if col not in frame:
+            frame[col] = pd.Series([None if text else math.nan] * len(frame), index=frame.index,
+                                   dtype=object if text else float)
+        elif text and frame[col].dtype != object:
+            frame[col] = frame[col].astype(object)
+    for i in frame.index:
+        key = tuple(frame.at[i, k] for k in HIER_KEYS)
+        if pd.isna(frame.at[i, "test_nll"]) and key in donors.index:
+            for col in columns:
+                frame.at[i, col] = donors.at[key, col]
+    return frame
 
 
 def plot(flat, hier, path):
@@ -602,6 +636,8 @@ def main(argv=None):
     p.add_argument("--nll-steps", type=int, default=2000,
                    help="updates of the NLL comparison runs (0: timing only)")
     p.add_argument("--jobs", type=int, default=2, help="NLL runs at once (cores are split between them)")
+    p.add_argument("--nll-train", action=argparse.BooleanOptionalAction, default=True,
+                   help="--no-nll-train: read the NLLs of finished runs and of the saved CSV, train none")
     p.add_argument("--runs", default="runs/bench_hier", help="where the NLL runs go (finished runs are reused)")
     p.add_argument("--hier-models", nargs="*", default=list(HIER), choices=list(HIER))
     p.add_argument("--lstm-hidden", nargs="*", type=int, default=[],
@@ -639,7 +675,7 @@ def main(argv=None):
             hier = run_hier(args.steps, models=tuple(args.hier_models), size=args.size, nll_steps=args.nll_steps,
                             runs=Path(args.runs), jobs=args.jobs, device=args.device, lstm_hidden=args.lstm_hidden,
                             made_hidden=args.made_hidden, warmup=args.warmup,
-                            saved=pd.read_csv(csv) if csv.exists() else None)
+                            saved=pd.read_csv(csv) if csv.exists() else None, train_nll=args.nll_train)
             hier = save_merged(hier, csv, keys, HIER_KEY_DEFAULTS)  # rows of other models, variants and devices stay
         hier = compare_low_levels(hier.assign(size=_sizes(hier)))  # the comparisons span all the saved rows
         if args.made_curve and args.nll_steps:

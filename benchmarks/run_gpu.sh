@@ -86,11 +86,11 @@ if part hier; then
 keys = [(m, v) for m in models for v in variants]
 print(sum(b.finished_nll_run(Path('$RUNS'), m, v, '$HIER_SIZE', $NLL_STEPS, 0, '$DEVICE') is not None
           or b.saved_nll(saved, m, v, '$HIER_SIZE', $NLL_STEPS, 0) is not None for m, v in keys), len(keys))")
-    nll_steps=0; [ "$done_runs" -eq "$expected" ] && nll_steps=$NLL_STEPS  # else timing only, no relaunch
 
-    # 3.-5. timings
+    # 3.-5. timings; the NLLs of the finished runs (and the CSV's) go with them, unfinished ones are not relaunched
     timeout 180 $PY benchmarks/bench_scaling.py --part hier --device $DEVICE --size $HIER_SIZE --hier-models $HIER_MODELS \
-        --lstm-hidden $LSTM_HIDDEN --made-hidden $MADE_HIDDEN --nll-steps $nll_steps --runs "$RUNS" --jobs 8 --steps 20 \
+        --lstm-hidden $LSTM_HIDDEN --made-hidden $MADE_HIDDEN --nll-steps $NLL_STEPS --no-nll-train --runs "$RUNS" \
+        --jobs 8 --steps 20 \
         2>&1 | tee "$LOG/hier.log"
     status+=("hier timing (NLL of $done_runs/$expected variants): rc=${PIPESTATUS[0]}")
 fi

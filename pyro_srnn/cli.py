@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--estimator", choices=["trace", "meanfield"], default="trace",
                    help="Trace_ELBO, or TraceMeanField_ELBO (analytic KL, the study's estimator)")
     t.add_argument("--anneal", choices=["linear", "none", "sigmoid"], default="linear")
-    t.add_argument("--anneal-start", type=_float_in(0.0, 1.0), default=0.2)
+    t.add_argument("--anneal-start", type=_float_in(0.0, 1.0, low_open=True), default=0.2)  # poutine.scale: > 0
     t.add_argument("--anneal-increment", type=_float_in(0.0), default=None)
     t.add_argument("--valid-every", type=positive_int, default=250)
     t.add_argument("--valid-max-batches", type=positive_int, default=None)
@@ -211,17 +211,25 @@ def _resumed_config(path: Path, given, steps: int | None, explicit: set[str] = f
     from dataclasses import fields
 
     from .checkpoint import CheckpointError, load_checkpoint
-    from .train import TrainConfig
+    from .data.core import DataSpec
+    from .train import TrainConfig, study_batch_size, study_increment
 
-    saved = dict(load_checkpoint(path)["train_config"])
+    state = load_checkpoint(path)
+    saved = dict(state["train_config"])
     unknown = sorted(set(saved) - {f.name for f in fields(TrainConfig)})
     if unknown:
         raise CheckpointError(f"{path}: the saved configuration has settings this version does not know: "
                               f"{', '.join(unknown)}")
+    # settings saved as None ("the default") compare by the value the run used
+    spec = DataSpec(**state["model_config"]["spec"])
+    used = {"guide": state["guide_config"]["name"], "batch_size": study_batch_size(spec),
+            "anneal_increment": study_increment(spec.domain)}
     conflicts = []
     for dest in sorted(explicit - RESUME_MAY_CHANGE):
         key = _CONFIG_FIELD.get(dest, dest)
         value, before = getattr(given, key), saved.get(key, getattr(TrainConfig(), key))
+        if before is None and value is not None:
+            before = used.get(key)
         if value != before:
             conflicts.append(f"{_flag(dest)} {value!r} (saved: {before!r})")
     if conflicts:
@@ -313,12 +321,9 @@ def cmd_train(args) -> int:
     except (ValueError, FileNotFoundError) as e:
         return _fail(str(e))
     except KeyboardInterrupt:  # Ctrl-C: the trainer checkpointed its last finished update
-        latest = Path(out, "latest.pt")
-        if trainer is not None and trainer.is_main and latest.exists():
-            print(f"pyro-srnn: interrupted; {latest} holds update {trainer.step} of {config.steps}: continue "
-                  f"with --resume --out {out}", file=sys.stderr)
-        elif trainer is None or trainer.is_main:
-            print("pyro-srnn: interrupted before the first checkpoint", file=sys.stderr)
+        if trainer is None or trainer.is_main:
+            print(f"pyro-srnn: interrupted; {_checkpoint_step(Path(out, 'latest.pt'), config.steps)}",
+                  file=sys.stderr)
         return 130  # 128 + SIGINT, as a shell reports it
     if not trainer.is_main:
         return 0
@@ -339,6 +344,18 @@ def cmd_train(args) -> int:
         write_text_atomic(Path(trainer.out, "result.json"), json.dumps(summary, indent=2))
     _emit(summary)
     return 0
+
+
+def _checkpoint_step(latest: Path, steps: int) -> str:
+    """What an interrupted run left: the update ``latest.pt`` holds (read back: an interrupt may have
+    left it at an earlier one) and how to continue."""
+    from .checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        step = load_checkpoint(latest)["step"]
+    except CheckpointError:
+        return "no checkpoint was written yet"
+    return f"{latest} holds update {step} of {steps}: continue with --resume --out {latest.parent}"
 
 
 def cmd_evaluate(args) -> int:

@@ -400,6 +400,7 @@ class Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
+        self._rng_at_step = None  # the update is applied: a checkpoint now holds the random state after it
         self._applying_update = False
         kl = (loss_value + recon) / kl_scale if self.model.has_latent else 0.0  # loss = −recon + s·KL
         return {"step": self.step, "loss_per_value": loss_value / max(num_values, 1),
@@ -501,15 +502,13 @@ class Trainer:
                 while self.step < end and not interrupt.requested:
                     batch = self.sampler.batch(self.step).to(self.device)
                     self._rng_at_step = _rng_state()  # what a checkpoint taken inside this step holds
-                    stats = self.train_step(batch)
-                    self._rng_at_step = None
+                    stats = self.train_step(batch)  # (it clears _rng_at_step with the update applied)
                     running.append(stats)
                     bar.update(1)
                     # a validation step is also a logged step, so --valid-every is honoured whatever log_every is
                     validate_now = self._is_validation_step(self.step)
                     if self.step % cfg.log_every == 0 or self.step == end or validate_now:
                         row = self._log_row(running)
-                        running = []
                         bar.set_postfix(loss=f"{row['loss_per_value']:.4f}", kl=f"{row['kl_per_step']:.3f}",
                                         lr=f"{row['lr']:.2e}")
                         if validate_now:
@@ -534,10 +533,12 @@ class Trainer:
         return step % self.config.valid_every == 0 or step == self.config.steps
 
     def _log_row(self, running: list[dict]) -> dict:
-        """The metrics row of the updates since the last one (their means), appended to the history."""
+        """The metrics row of the updates since the last one (their means), appended to the history;
+        ``running`` is emptied at the same time (an interrupt cannot log them twice)."""
         row = {k: float(np.mean([r[k] for r in running])) for k in running[0]}
         row["step"] = self.step
         self.history.append(row)
+        running.clear()
         return row
 
     def _history_row(self, step: int) -> dict:
@@ -556,13 +557,21 @@ class Trainer:
         return not (last.get("step") == self.step and last.get("valid", math.nan) == last.get("valid", math.nan))
 
     def _validate_and_save(self, row: dict) -> dict:
-        """Validate, keep ``best.pt`` if this is the best so far, write ``latest.pt`` and the metrics."""
-        row["valid"] = self.validate()
-        if row["valid"] < self.best_valid:
-            self.best_valid = row["valid"]
-            self.save("best.pt")
-        self.save("latest.pt")
-        self.write_metrics()
+        """Validate, keep ``best.pt`` if this is the best so far, write ``latest.pt`` and the metrics.
+        Interrupted before all is written, the validation is undone, so that it runs again on resume
+        (the same value: it draws its own noise) and ``best.pt`` cannot be left behind its record."""
+        best_before = self.best_valid
+        try:
+            row["valid"] = self.validate()
+            if row["valid"] < self.best_valid:
+                self.best_valid = row["valid"]
+                self.save("best.pt")
+            self.save("latest.pt")
+            self.write_metrics()
+        except KeyboardInterrupt:
+            self.best_valid = best_before
+            row.pop("valid", None)
+            raise
         return row
 
     def _checkpoint_interrupted(self, running: list[dict]) -> None:
@@ -581,7 +590,6 @@ class Trainer:
             self._rng_at_step = None
         if running:  # the updates since the last row: a row of their own
             self._log_row(running)
-            running.clear()
         self.save("latest.pt")
         self.write_metrics()
 

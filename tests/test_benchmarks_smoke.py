@@ -223,6 +223,40 @@ def test_equal_nll_pairs_join_only_runs_of_the_same_loss_normalisation():
     assert pd.isna(out.loc["lstm-h512"].test_nll_rel_diff)  # the preset MADE's NLL is of the other protocol
 
 
+def test_timing_again_keeps_the_saved_nll_and_no_train_trains_nothing(tmp_path, monkeypatch):
+    """A variant timed again without a new NLL (``--nll-steps 0``, or ``--no-nll-train`` where no run
+    finished) keeps the NLL its saved row had — of either loss normalisation — instead of erasing it;
+    ``--no-nll-train`` reads finished runs and CSV NLLs and trains nothing."""
+    import bench_scaling
+
+    def timing(name, label, model_args, dataset, size, batch, steps, warmup=3, device="cpu"):
+        return {"model": name, "low_level": label, "device": device, "size": size, "update_s": 0.5,
+                "low_level_s": 0.25}
+
+    monkeypatch.setattr(bench_scaling, "hier_timing", timing)
+    saved = pd.DataFrame([
+        {"model": "rnn-hier", "low_level": "made", "device": "cpu", "size": "tiny", "update_s": 1.0,
+         "test_nll": 5.0, "valid_nll_best": 5.1, "nll_updates": 2, "nll_device": "cuda", "loss_units_per_step": 1,
+         "run": "runs/bench_hier/rnn-hier-tiny-made-2u-seed0-cuda"},
+        {"model": "rnn-hier", "low_level": "lstm", "device": "cpu", "size": "tiny", "update_s": 2.0,
+         "test_nll": 9.0, "valid_nll_best": 9.1, "nll_updates": 2, "run": "runs/old-lstm"},  # per key (old)
+        {"model": "rnn-hier", "low_level": "made", "device": "cpu", "size": "study", "update_s": 1.0,
+         "test_nll": 4.0},  # another size: not this row's
+    ])
+    for nll_steps, train in ((0, True), (2, False)):
+        frame = bench_scaling.run_hier(1, models=("rnn-hier",), size="tiny", nll_steps=nll_steps, runs=tmp_path,
+                                       saved=saved, train_nll=train, warmup=0).set_index("low_level")
+        assert frame.loc["made"].update_s == 0.5 and frame.loc["made"].test_nll == 5.0  # timed anew, NLL kept
+        assert frame.loc["made"].nll_device == "cuda" and frame.loc["made"].loss_units_per_step == 1
+        assert frame.loc["lstm"].test_nll == 9.0 and frame.loc["lstm"].run == "runs/old-lstm"
+        assert frame.loc["lstm"].loss_units_per_step == 88
+    assert not list(tmp_path.iterdir())  # nothing trained
+    seeds = pd.DataFrame([dict(saved.iloc[0], run="runs/bench_hier/rnn-hier-tiny-made-2u-seed10")])
+    assert bench_scaling.saved_nll(seeds, "rnn-hier", "made", "tiny", 2, 1) is None  # seed 1 is not seed 10
+    assert bench_scaling.saved_nll(seeds.drop(columns="size").assign(size=None), "rnn-hier", "made", "study", 2,
+                                   10) is not None  # a row without a size is the study's
+
+
 def test_hier_nll_runs_each_variant_with_its_model_args(tmp_path):
     """The NLL comparison trains every variant through the CLI with its model arguments and reads
     the test NLL back; a finished run is reused."""

@@ -167,7 +167,8 @@ def test_resume_keeps_the_saved_run_and_refuses_contradicting_flags(tmp_path, ca
     for flags, named in [(["--model", "vrnn"], ["--model 'vrnn' (saved: 'f-srnn')"]),
                          (["--model", "f-rnn"], ["--model 'f-rnn' (saved: 'f-srnn')"]),
                          (["--lr", "0.01", "--batch-size", "3"], ["--lr 0.01 (saved: 0.001)",
-                                                                  "--batch-size 3 (saved: None)"]),
+                                                                  "--batch-size 3 (saved: 16)"]),
+                         (["--guide", "mean-field"], ["--guide 'mean-field' (saved: 'srnn-posterior')"]),
                          (["--size", "small", "--model-arg", "dropout=0.5"],
                           ["--size 'small' (saved: 'tiny')", "--model-arg {'dropout': 0.5} (saved: {})"]),
                          (["--valid-every", "3"], ["--valid-every 3 (saved: 2)"])]:
@@ -177,9 +178,11 @@ def test_resume_keeps_the_saved_run_and_refuses_contradicting_flags(tmp_path, ca
         assert len(err.splitlines()) == 1 and err.startswith("pyro-srnn: error: --resume"), err
         assert all(n in err for n in named), err
         assert captured.out == ""
-    # flags equal to the saved ones, and those about this process (--stop-at, --steps), are fine
+    # flags equal to the saved ones — also to the value a default (None) stood for: f-srnn's guide,
+    # the chorales' study batch 16 and MIDI's increment — and those about this process are fine
     assert main(["train", "--resume", "--out", out, "--model", "f-srnn", "--size", "tiny", "--stop-at", "3",
-                 "--steps", "4"] + common) == 0
+                 "--steps", "4", "--guide", "srnn-posterior", "--batch-size", "16",
+                 "--anneal-increment", "1e-4"] + common) == 0
     partial = last_json(capsys.readouterr().out)
     assert partial["model"] == "f-srnn" and partial["steps"] == 3 and partial["metric"] is None
     # without --model the summary still names the saved run's model, not the parser's default f-rnn
@@ -250,6 +253,7 @@ def test_accepted_model_arguments_are_accepted_by_every_model():
     (["train", "--lr", "0"], "--lr"),
     (["train", "--lr", "nan"], "--lr"),
     (["train", "--anneal-start", "1.5"], "--anneal-start"),
+    (["train", "--anneal-start", "0"], "--anneal-start"),  # poutine.scale refuses a scale of 0
     (["train", "--anneal-increment", "-1e-4"], "--anneal-increment"),
     (["evaluate", "--checkpoint", "x.pt", "--iwae", "0"], "--iwae"),
     (["sample", "--checkpoint", "x.pt", "--out", "o", "--num", "0"], "--num"),

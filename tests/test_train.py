@@ -47,7 +47,7 @@ def test_resume_gives_identical_parameters(tmp_path):
 def _interrupt_in(trainer, monkeypatch, method, call, how):
     """Interrupt ``trainer`` in its ``call``-th call of ``method``: "signal" sends SIGINT (a Ctrl-C)
     before the call, "raise" raises KeyboardInterrupt after it (a second Ctrl-C, or one where no
-    handler of the trainer's runs), once its noise has been drawn."""
+    handler of the trainer's runs), once its noise has been drawn, "raise before" instead of it."""
     import signal
 
     original, calls = getattr(trainer, method), []
@@ -56,6 +56,8 @@ def _interrupt_in(trainer, monkeypatch, method, call, how):
         calls.append(1)
         if len(calls) == call and how == "signal":
             os.kill(os.getpid(), signal.SIGINT)
+        if len(calls) == call and how == "raise before":
+            raise KeyboardInterrupt
         out = original(*args, **kwargs)
         if len(calls) == call and how == "raise":
             raise KeyboardInterrupt
@@ -68,6 +70,8 @@ def _interrupt_in(trainer, monkeypatch, method, call, how):
     ("_loss_terms", 6, "signal", 6),  # Ctrl-C: update 6 finishes, then the run stops
     ("_loss_terms", 6, "raise", 5),  # inside update 6's loss: nothing applied, its noise drawn again
     ("validate", 1, "raise", 4),  # inside the validation of update 4: it runs on resume
+    ("train_step", 6, "raise", 6),  # update 6 applied, the loop not yet on: its noise is not drawn again
+    ("save", 3, "raise before", 8),  # writing the new best.pt of update 8: the validation runs again
 ])
 def test_a_run_interrupted_anywhere_resumes_to_the_uninterrupted_parameters(tmp_path, monkeypatch, method, call,
                                                                             how, stopped_at):
@@ -97,7 +101,7 @@ def test_a_run_interrupted_anywhere_resumes_to_the_uninterrupted_parameters(tmp_
     validated = lambda t: [(r["step"], r["valid"]) for r in t.history if "valid" in r]  # noqa: E731
     assert validated(second) == validated(straight) and [s for s, _ in validated(second)] == [4, 8]
     best = lambda out: load_checkpoint(out / "best.pt")  # noqa: E731
-    assert best(tmp_path / "a")["step"] == best(tmp_path / "b")["step"]
+    assert best(tmp_path / "a")["step"] == best(tmp_path / "b")["step"] == 8  # (saves: best 4, latest 4, best 8)
 
 
 @pytest.mark.parametrize("change, named", [
@@ -246,6 +250,8 @@ def test_sigmoid_annealing_is_the_linear_ramp_smoothed_and_follows_its_flags(tmp
     study = Trainer(tiny_config(tmp_path / "b", model="f-srnn", model_args={}, anneal="sigmoid"),
                     dataset=make_dataset()).kl_schedule  # MIDI: 0.2 + 1e-4 per update reaches 1 at 8000
     assert study.midpoint == pytest.approx(4000) and study(0) == pytest.approx(0.2, abs=0.01)
+    constant = SigmoidAnnealing.like_linear(start=0.3, increment=0.0), SigmoidAnnealing.like_linear(1.0, 1e-4)
+    assert [(s(0), s(10**6)) for s in constant] == [(0.3, 0.3), (1.0, 1.0)]  # as the linear ramp: constant
     sharp = SigmoidAnnealing(start=0.1, midpoint=1e6, width=1e-3)
     assert sharp(0) == 0.1 and sharp(2e6) == 1.0
     with pytest.raises(ValueError, match="width"):

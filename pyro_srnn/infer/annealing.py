@@ -61,9 +61,12 @@ class SigmoidAnnealing:
             raise ValueError(f"the width of a sigmoid ramp must be > 0, got {self.width}")
 
     @classmethod
-    def like_linear(cls, start: float = 0.2, increment: float = 5e-5) -> "SigmoidAnnealing":
+    def like_linear(cls, start: float = 0.2, increment: float = 5e-5):
         """The smooth counterpart of ``LinearAnnealing(start, increment)``: centred where the linear ramp
-        is half-way, at 0.7 % / 99.3 % of the way where the linear one starts / reaches 1."""
+        is half-way, at 0.7 % / 99.3 % of the way where the linear one starts / reaches 1. Where the
+        linear one is constant (no increment, or a start at 1), so is this: a :class:`ConstantScale`."""
+        if increment <= 0 or start >= 1:
+            return ConstantScale(min(start, 1.0))
         ramp = (1.0 - start) / increment  # updates the linear ramp takes to reach 1
         return cls(start=start, midpoint=ramp / 2, width=ramp / 10)
 
