@@ -30,6 +30,9 @@ def test_atomic_writes_get_the_mode_of_an_ordinary_file(tmp_path, umask, mask):
     for path in (text, npz, tmp_path / "ckpt.pt"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask, path
     assert os.umask(mask) == mask  # reading the umask left it as it was
+    os.chmod(text, 0o600)  # a file kept private on purpose stays so when written again
+    write_text_atomic(text, "a,b\n1,2\n")
+    assert stat.S_IMODE(text.stat().st_mode) == 0o600 and text.read_text() == "a,b\n1,2\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "ckpt.pt", "metrics.csv"]  # no temporary
 
 

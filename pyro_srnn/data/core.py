@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 import zipfile
 import zlib
@@ -164,10 +165,15 @@ def atomic_write(path: str | os.PathLike, suffix: str = ""):
     os.close(fd)
     try:
         yield Path(tmp)
-        # mkstemp creates 0600; the file gets the mode open() would give it (0666 less the umask). A file
-        # system without modes (FAT, some network mounts) may refuse: the data matters more than the mode
+        # mkstemp creates 0600; the file gets the mode open() would give it: an existing file's own, else
+        # 0666 less the umask. A file system without modes (FAT, some network mounts) may refuse: the
+        # data matters more than the mode
         with contextlib.suppress(OSError):
-            os.chmod(tmp, 0o666 & ~_umask())
+            try:
+                mode = stat.S_IMODE(os.stat(path).st_mode)
+            except FileNotFoundError:
+                mode = 0o666 & ~_umask()
+            os.chmod(tmp, mode)
         # flush the data before the rename, so a crash cannot leave the new name on an empty file
         fd = os.open(tmp, os.O_RDONLY)
         try:
