@@ -457,7 +457,7 @@ def fill_nll_across_devices(frame):
                        & (_sizes(frame) == _sizes(frame)[i])]
         donors = donors.loc[(units[donors.index] != LOSS_UNITS).sort_values(kind="stable").index]  # this protocol's first
         if len(donors):
-            for col in ("test_nll", "valid_nll_best", "nll_updates", "nll_device", "run", "loss_units_per_step"):
+            for col in NLL_COLUMNS:
                 if col in frame:
                     frame.at[i, col] = donors.iloc[0][col]
     return frame
