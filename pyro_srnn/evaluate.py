@@ -10,6 +10,8 @@ seed that does not disturb the training RNG.
 """
 from __future__ import annotations
 
+from collections import Counter
+
 import torch
 
 from .data import chunk_sequences, iterate_batches
@@ -44,7 +46,12 @@ def evaluate_chunks(model, guide, chunks, spec: DataSpec, *, estimator: str = "t
     guide.eval()
     elbo = make_elbo(estimator)
     sharded = dist is not None and dist.active
-    steps, sequences = 0, set()
+    # a sequence counts for the fraction of its scored steps evaluated: ``max_batches`` may cut one
+    # short, and a per-sequence unit must not count a part of an utterance as a whole one
+    scored_of = Counter()
+    for chunk in chunks:
+        scored_of[chunk.seq_id] += len(chunk) if chunk.scored is None else int(chunk.scored.sum())
+    steps, seen = 0, Counter()
     total = torch.zeros((), dtype=torch.float64, device=device)
     devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
     with torch.random.fork_rng(devices=devices), torch.no_grad():
@@ -52,8 +59,10 @@ def evaluate_chunks(model, guide, chunks, spec: DataSpec, *, estimator: str = "t
         for i, batch in enumerate(iterate_batches(chunks, batch_size)):
             if max_batches is not None and i >= max_batches:
                 break
-            steps += batch.num_scored_steps  # host data, read before the batch moves to the device
-            sequences.update(batch.seq_ids.tolist())  # every rank counts every batch
+            # host data, read before the batch moves to the device; every rank counts every batch
+            steps += batch.num_scored_steps
+            for seq_id, scored in zip(batch.seq_ids.tolist(), batch.mask.sum(1).tolist()):
+                seen[seq_id] += scored
             if sharded:
                 if i % dist.world_size != dist.rank:
                     continue
@@ -70,14 +79,15 @@ def evaluate_chunks(model, guide, chunks, spec: DataSpec, *, estimator: str = "t
     total = float(total)
     model.train(was_training[0])
     guide.train(was_training[1])
-    divisor = spec.metric_divisor(steps, len(sequences))
+    sequences = sum(n / scored_of[s] for s, n in seen.items() if scored_of[s])
+    divisor = spec.metric_divisor(steps, sequences)
     return {
         "metric": metric_name(model.has_latent, iwae if model.has_latent else None),
         "value": -total / divisor,
         "unit": f"nats per {spec.metric_unit}",
         "total_log_likelihood": total,
         "scored_steps": steps,
-        "sequences": len(sequences),
+        "sequences": sequences,
     }
 
 

@@ -450,3 +450,22 @@ def test_sequence_normal_scores_a_path_as_torchs_normal_masked():
     for a, b in zip(g_ours, g_expected):
         torch.testing.assert_close(a, b)
     assert torch.all(g_ours[0][2, 1:] == 0)  # padded steps get no gradient
+
+
+@pytest.mark.parametrize("max_batches", [None, 1, 2])
+def test_a_per_utterance_metric_counts_a_cut_utterance_by_the_fraction_evaluated(max_batches):
+    """``max_batches`` may stop inside a sequence: per utterance, it counts for the share of its scored
+    steps evaluated (four 10-step sequences in 3-step chunks, 2 chunks a batch: batch 1 is 6 of the
+    first sequence's 9 scored steps), so the value stays in nats per utterance."""
+    from conftest import make_spec, random_sequences
+    from pyro_srnn.data import chunk_sequences
+    from pyro_srnn.evaluate import evaluate_chunks
+    from pyro_srnn.models import build_guide, build_model
+
+    spec = make_spec("gaussian", 4, chunk_len=3, unit="utterance")
+    chunks = chunk_sequences(random_sequences("gaussian", 4, [10, 10, 10, 10]), 3, step_dim=4)
+    model = build_model("f-rnn", spec, "tiny")
+    result = evaluate_chunks(model, build_guide(None, model), chunks, spec, batch_size=2, max_batches=max_batches)
+    evaluated = {None: 4.0, 1: 6 / 9, 2: 1 + 3 / 9}[max_batches]
+    assert result["sequences"] == pytest.approx(evaluated)
+    assert result["value"] == pytest.approx(-result["total_log_likelihood"] / evaluated)
