@@ -1,11 +1,13 @@
 """Mixed precision: bf16 autocast on the network layers, densities in float32.
 
 ``--precision bf16`` (CUDA only) runs the expensive layers — every ``nn.Linear``,
-``nn.LSTM``/``nn.GRU``/``nn.RNN`` and ``nn.Conv1d`` of the model and guide (subclasses
-such as masked MADE layers included) — under ``torch.autocast(dtype=torch.bfloat16)``,
+``nn.LSTM``/``nn.GRU``/``nn.RNN`` and ``nn.Conv1d`` of the model and guide (and their
+subclasses) — under ``torch.autocast(dtype=torch.bfloat16)``,
 and casts each layer's outputs back to float32. Everything between layers therefore
 runs in float32: activations, the clamps of :func:`~pyro_srnn.distributions.gaussian_params`,
-the heads' ``distribution(params)`` and every ``log_prob`` that enters the ELBO. The
+the heads' ``distribution(params)`` and every ``log_prob`` that enters the ELBO. Layers that
+multiply their own parameters (the MADE and LSTM low levels' ``einsum`` over positions, the cell of
+``StepLSTM`` stepped by VRNN and Z-forcing) are not hooked and run in float32: slower, not less exact. The
 likelihood and the KL are never computed in bf16 (bf16 has 8 bits of mantissa: a
 summed log-likelihood of ~1e5 nats would lose whole nats); only the matrix products
 are, which is where the time goes.
