@@ -572,9 +572,18 @@ def keep_saved_nll(frame, saved):
     return frame
 
 
+def plotted_nll_rows(hier):
+    """The hier rows of the NLL panel: those with a test NLL trained under the current loss
+    normalisation (:data:`LOSS_UNITS`); the per-key runs' NLLs are not comparable with them."""
+    if "test_nll" not in hier:
+        return hier[:0]
+    return hier[hier.test_nll.notna() & (_units_of(hier) == LOSS_UNITS)]
+
+
 def plot(flat, hier, path):
     """Flat time and memory against N; hier update times per device (bars, log scale); and, where
-    NLL rows exist, test NLL against time per update, one line per (model, device)."""
+    NLL rows of the current loss normalisation (:data:`LOSS_UNITS`) exist, test NLL against time per
+    update, one line per (model, device)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -603,8 +612,8 @@ def plot(flat, hier, path):
         axes[2].set_xscale("log")  # CPU and GPU times differ by orders of magnitude
         axes[2].set(xlabel="s", title="hier: time per update (bach_chorales)")
         axes[2].legend(fontsize=8)
-        if "test_nll" in hier:
-            nll = hier[hier.test_nll.notna()]
+        nll = plotted_nll_rows(hier)
+        if len(nll):
             form = nll.low_level.map(lambda low: "MADE" if is_made(low) else "LSTM")
             for (name, dev, kind), sub in nll.groupby([nll.model, nll.device, form]):
                 # one line per form, in order of width (its cost; measured times are noisy)
@@ -615,7 +624,8 @@ def plot(flat, hier, path):
                     axes[3].annotate(low, (1e3 * t, v), fontsize=7, xytext=(3, 3), textcoords="offset points")
             axes[3].set_xscale("log")
             axes[3].set(xlabel="time per update (ms)", ylabel="test NLL after the same updates (nats/step)",
-                        title="hier: NLL against time per update (same-device pairs at equal NLL: issue #8)")
+                        title="hier: NLL against time per update, loss per study unit (SPEC §5)\n"
+                              "(same-device pairs at equal NLL: issue #8)")
             axes[3].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)

@@ -21,10 +21,12 @@
 # Each part has its own time limit and runs even when an earlier one failed; the summary at the
 # end says which failed. DEVICE=cpu HIER_SIZE=tiny NLL_STEPS=2 ... tries the script's plumbing
 # without a GPU. PARTS picks parts (default "tests hier step micro graphs fullsize"; the NLL runs
-# belong to "hier"), HIER_MODELS the hier models; e.g. the srnn-hier equal-NLL pair still open in #8
-# (under SPEC §5's loss normalisation no variant is trained yet, so both sides train here):
-#   PARTS="tests hier" HIER_MODELS=srnn-hier LSTM_HIDDEN="1024 1536 2048" MADE_HIDDEN="5 6 7 8 9 10 12" \
-#   NLL_TIMEOUT=420 bash benchmarks/run_gpu.sh
+# belong to "hier"), HIER_MODELS the hier models. E.g. the runs of 2026-11-27 (SPEC §5's loss
+# normalisation; docs/readme_parts/performance.md), and the one step left: rnn-hier's in-band MADEs,
+# trained on a CPU, timed on the GPU (their NLLs and the LSTM's are in the CSV, so nothing trains):
+#   PARTS="tests hier" HIER_MODELS=srnn-hier LSTM_HIDDEN="2048" MADE_HIDDEN="6 7 8 9 10 12" NLL_TIMEOUT=355 \
+#   bash benchmarks/run_gpu.sh
+#   PARTS=hier HIER_MODELS=rnn-hier LSTM_HIDDEN="1536" MADE_HIDDEN="48 64" bash benchmarks/run_gpu.sh
 set -u
 cd "$(dirname "$0")/.."
 LOG=${1:-runs/gpu}

@@ -427,6 +427,20 @@ def test_scaling_main_writes_hier_rows_by_device_and_the_plot(tmp_path):
     assert (tmp_path / "scaling.png").stat().st_size > 0
 
 
+def test_the_nll_panel_plots_the_current_loss_normalisation_only():
+    """Rows of runs that clipped the loss per key (loss_units_per_step 88, or no column: older rows)
+    are not comparable with today's and stay out of the NLL-against-time panel."""
+    import bench_scaling
+
+    rows = pd.DataFrame([_hier_row("made", 0.1, 5.0), _hier_row("lstm", 1.0, 5.1), _hier_row("made-h3", 0.1, 9.0),
+                         _hier_row("lstm-h8", 1.0, float("nan"))])
+    assert bench_scaling.plotted_nll_rows(rows).empty  # no column: the per-key protocol
+    rows["loss_units_per_step"] = [bench_scaling.LOSS_UNITS, bench_scaling.LOSS_UNITS, bench_scaling.OLD_LOSS_UNITS,
+                                   bench_scaling.LOSS_UNITS]
+    assert list(bench_scaling.plotted_nll_rows(rows).low_level) == ["made", "lstm"]
+    assert bench_scaling.plotted_nll_rows(rows.drop(columns="test_nll")).empty
+
+
 def test_nll_filled_across_devices_into_columns_read_back_empty_from_a_csv(tmp_path):
     """A CSV whose nll_device and run columns are empty reads back as float NaN columns; filling the
     NLL of a GPU row from the CPU row of its variant must still write the device and run there."""
